@@ -1,0 +1,69 @@
+//! The settings every service binary shares, from flags or the environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use crate::{db::DbOptions, server::ServerOptions, telemetry::LogFormat};
+
+/// Flags of `serve` common to every service.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Redis, for the event bus and caches (production).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// OTLP/gRPC collector for traces; none when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_endpoint: Option<String>,
+    #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// `postgres://…` or `sqlite://…`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    #[arg(long, env = "TANDEM_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    pub fn options(&self) -> DbOptions {
+        DbOptions { max_connections: self.db_max_connections, ..DbOptions::default() }
+    }
+}
+
+/// Limits of the gRPC server.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Server-side deadline of every RPC, in milliseconds.
+    #[arg(long, env = "TANDEM_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Requests in flight beyond which new ones are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TANDEM_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+    /// Largest request or response message, in bytes.
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// How long in-flight RPCs may take to finish after SIGTERM, in milliseconds.
+    #[arg(long, env = "TANDEM_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServerArgs {
+    pub fn options(&self, listen: SocketAddr) -> ServerOptions {
+        ServerOptions {
+            listen,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_concurrent_requests: self.max_concurrent_requests,
+            max_message_bytes: self.max_message_bytes,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The database: one connection pool over PostgreSQL (production) or SQLite (the embedded
+//! default), addressed by URL, running one set of queries through sqlx's `Any` driver. The few
+//! places where the two dialects differ are isolated here.
+
+use std::{borrow::Cow, str::FromStr, sync::Once, time::Duration};
+
+use sqlx::{
+    AssertSqlSafe, Executor, SqlSafeStr,
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::{Migration, MigrationType, Migrator},
+};
+
+pub type Pool = sqlx::AnyPool;
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+pub type Row = sqlx::any::AnyRow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A storage failure, classified by kind (SQLSTATE through sqlx), never by message text.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("unique constraint violated")]
+    UniqueViolation,
+    #[error("foreign key violated")]
+    ForeignKeyViolation,
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) => match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => DbError::UniqueViolation,
+                sqlx::error::ErrorKind::ForeignKeyViolation => DbError::ForeignKeyViolation,
+                // PostgreSQL class 08 (connection exception), 57P (operator intervention:
+                // shutdown, crash), 53 (insufficient resources); SQLite BUSY/LOCKED.
+                _ => match db.code().as_deref() {
+                    Some(code)
+                        if code.starts_with("08")
+                            || code.starts_with("57P")
+                            || code.starts_with("53")
+                            || code == "5"
+                            || code == "6" =>
+                    {
+                        DbError::Unavailable(err.to_string())
+                    }
+                    _ => DbError::Other(err.to_string()),
+                },
+            },
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => DbError::Unavailable(err.to_string()),
+            _ => DbError::Other(err.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for DbError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        match err {
+            sqlx::migrate::MigrateError::Execute(e) => e.into(),
+            other => DbError::Other(other.to_string()),
+        }
+    }
+}
+
+/// A migration of a service: its version, name and SQL. The SQL may use the tokens of
+/// [`dialect`] where PostgreSQL and SQLite differ.
+pub type MigrationSource = (i64, &'static str, &'static str);
+
+/// The platform's own tables (idempotency records, outbox, handled events), in every
+/// service's database. Service migrations use versions from 100.
+pub const PLATFORM_MIGRATIONS: &[MigrationSource] =
+    &[(1, "platform", include_str!("../migrations/0001_platform.sql"))];
+
+/// Rewrites the dialect tokens of a migration for the backend:
+/// `{{SEQ_ID}}` an auto-incrementing 64-bit primary key.
+pub fn dialect(sql: &str, backend: Backend) -> String {
+    let seq_id = match backend {
+        Backend::Postgres => "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+    };
+    sql.replace("{{SEQ_ID}}", seq_id)
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: Pool,
+    backend: Backend,
+}
+
+/// Pool settings.
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
+impl Db {
+    /// Connects lazily: the pool opens connections on first use, so a service starts (and
+    /// reports NOT_SERVING) while its database is still down.
+    pub fn connect(url: &str, options: &DbOptions) -> Result<Self, DbError> {
+        install_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(DbError::Other("DATABASE_URL must start with postgres:// or sqlite://".into()));
+        };
+        let url = match backend {
+            Backend::Sqlite => sqlite_url(url)?,
+            Backend::Postgres => url.to_owned(),
+        };
+        let connect = AnyConnectOptions::from_str(&url).map_err(|e| DbError::Other(e.to_string()))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Postgres => options.max_connections,
+                // SQLite has one writer; a few readers beside it under WAL.
+                Backend::Sqlite => options.max_connections.min(4),
+            })
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(connect);
+        Ok(Self { pool, backend })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Opens a transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`) so
+    /// that two writers queue instead of failing when one upgrades a read lock.
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(match self.backend {
+            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Applies the platform's and the service's migrations. On PostgreSQL the migrator holds
+    /// an advisory lock, so replicas that start together apply each migration once.
+    pub async fn migrate(&self, service: &[MigrationSource]) -> Result<(), DbError> {
+        let migrations = PLATFORM_MIGRATIONS
+            .iter()
+            .chain(service)
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    AssertSqlSafe(dialect(sql, self.backend)).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator::with_migrations(migrations);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `sqlite://path` with the file created when missing (and its folder).
+fn sqlite_url(url: &str) -> Result<String, DbError> {
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" {
+        if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| DbError::Other(format!("{}: {e}", parent.display())))?;
+        }
+    }
+    let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    if !params.iter().any(|p| p.starts_with("mode=")) {
+        params.push("mode=rwc");
+    }
+    Ok(format!("sqlite://{path}?{}", params.join("&")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialect_tokens() {
+        assert!(dialect("id {{SEQ_ID}}", Backend::Postgres).contains("IDENTITY"));
+        assert!(dialect("id {{SEQ_ID}}", Backend::Sqlite).contains("AUTOINCREMENT"));
+    }
+
+    #[test]
+    fn sqlite_urls_create_the_file() {
+        assert_eq!(sqlite_url("sqlite:///tmp/x/y.db").unwrap(), "sqlite:///tmp/x/y.db?mode=rwc");
+        assert_eq!(sqlite_url("sqlite://a.db?mode=ro").unwrap(), "sqlite://a.db?mode=ro");
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused() {
+        assert!(Db::connect("mysql://x", &DbOptions::default()).is_err());
+    }
+}

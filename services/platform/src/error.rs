@@ -1,0 +1,179 @@
+//! The one mapping from errors to `tonic::Status`: every refusal carries a
+//! `google.rpc.ErrorInfo` with a reason from `tandem.common.v1.ErrorReason`, and invalid input a
+//! `google.rpc.BadRequest` with its field violations. Internal causes are logged, never sent.
+
+use tandem_proto::common::v1::ErrorReason;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `domain` of every `ErrorInfo` Tandem sends.
+pub const ERROR_DOMAIN: &str = "tandem.dev";
+
+/// One invalid field: its path in the request (`team.name`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+/// What an API answers when it refuses a request; each service's own error type converts into
+/// it, and it converts into a `Status` in exactly one place ([`From<ApiError> for Status`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid argument")]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {message}")]
+    AlreadyExists { reason: ErrorReason, message: String },
+    #[error("failed precondition: {message}")]
+    FailedPrecondition { reason: ErrorReason, message: String },
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The cause is logged with the request's trace; the caller sees a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn precondition(reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self::FailedPrecondition { reason, message: message.into() }
+    }
+
+    pub fn already_exists(reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self::AlreadyExists { reason, message: message.into() }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+}
+
+/// A status with an `ErrorInfo` (and field violations when there are any).
+pub fn status(code: Code, reason: ErrorReason, message: &str, violations: &[FieldViolation]) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        reason.as_str_name().trim_start_matches("ERROR_REASON_"),
+        ERROR_DOMAIN,
+        std::collections::HashMap::<String, String>::new(),
+    );
+    if !violations.is_empty() {
+        details.set_bad_request(
+            violations
+                .iter()
+                .map(|v| tonic_types::FieldViolation::new(v.field.clone(), v.description.clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    Status::with_error_details(code, message, details)
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::InvalidArgument(violations) => {
+                let message = violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                status(Code::InvalidArgument, ErrorReason::InvalidArgument, &message, &violations)
+            }
+            ApiError::Unauthenticated(m) => {
+                status(Code::Unauthenticated, ErrorReason::Unauthenticated, &m, &[])
+            }
+            ApiError::PermissionDenied(m) => {
+                status(Code::PermissionDenied, ErrorReason::PermissionDenied, &m, &[])
+            }
+            ApiError::NotFound(m) => {
+                status(Code::NotFound, ErrorReason::NotFound, &format!("{m} not found"), &[])
+            }
+            ApiError::AlreadyExists { reason, message } => status(Code::AlreadyExists, reason, &message, &[]),
+            ApiError::FailedPrecondition { reason, message } => {
+                status(Code::FailedPrecondition, reason, &message, &[])
+            }
+            ApiError::ResourceExhausted(m) => {
+                status(Code::ResourceExhausted, ErrorReason::Overloaded, &m, &[])
+            }
+            ApiError::Unavailable(m) => {
+                tracing::warn!(error = %m, "dependency unavailable");
+                status(
+                    Code::Unavailable,
+                    ErrorReason::Unavailable,
+                    "a dependency is unavailable; retry later",
+                    &[],
+                )
+            }
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                status(Code::Internal, ErrorReason::Internal, "internal error", &[])
+            }
+        }
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(err: crate::db::DbError) -> Self {
+        match err {
+            crate::db::DbError::Unavailable(m) => ApiError::Unavailable(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_field_violations_and_reason() {
+        let status: Status = ApiError::InvalidArgument(vec![
+            FieldViolation::new("email", "must be an email address"),
+            FieldViolation::new("name", "must not be empty"),
+        ])
+        .into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .expect("bad request details")
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["email", "name"]);
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+    }
+
+    #[test]
+    fn internal_causes_are_not_sent() {
+        let status: Status = ApiError::internal("password column missing").into();
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("password"));
+    }
+
+    #[test]
+    fn preconditions_name_their_rule() {
+        let status: Status =
+            ApiError::precondition(ErrorReason::TeamHasMembers, "remove the other members first").into();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.get_error_details().error_info().unwrap().reason, "TEAM_HAS_MEMBERS");
+    }
+}

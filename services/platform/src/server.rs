@@ -1,0 +1,264 @@
+//! The server bootstrap: `Server::build(options, …) → port() → run_until_stopped(signal)`.
+//! Serves the given routes with `grpc.health.v1` (NOT_SERVING until every readiness check
+//! passes, NOT_SERVING again on shutdown), reflection `v1` and `v1alpha`, and the tower layers.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    auth::Authenticator,
+    db::Db,
+    layers::{AuthLayer, DeadlineLayer, ShedLayer, TraceLayer},
+};
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    pub request_timeout: Duration,
+    pub max_concurrent_requests: usize,
+    pub max_message_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 512,
+            max_message_bytes: 4 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Something that must answer before the server reports SERVING (a database, Redis).
+#[async_trait]
+pub trait Readiness: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    async fn check(&self) -> anyhow::Result<()>;
+}
+
+#[async_trait]
+impl Readiness for Db {
+    fn name(&self) -> &str {
+        "database"
+    }
+    async fn check(&self) -> anyhow::Result<()> {
+        Ok(self.ping().await?)
+    }
+}
+
+/// What a service contributes to a server: its routes, the names it reports health under,
+/// and its readiness checks. Build one with [`service_set!`](crate::service_set).
+pub struct ServiceSet {
+    pub routes: Routes,
+    pub names: Vec<&'static str>,
+    pub readiness: Vec<Arc<dyn Readiness>>,
+}
+
+/// `service_set![a, b, …]`: the routes and health names of generated tonic servers.
+#[macro_export]
+macro_rules! service_set {
+    ($first:expr $(, $rest:expr)* $(,)?) => {{
+        fn name_of<S: ::tonic::server::NamedService>(_: &S) -> &'static str { S::NAME }
+        let first = $first;
+        let mut names = vec![name_of(&first)];
+        #[allow(unused_mut)]
+        let mut routes = ::tonic::service::Routes::new(first);
+        $(
+            let next = $rest;
+            names.push(name_of(&next));
+            routes = routes.add_service(next);
+        )*
+        $crate::server::ServiceSet { routes, names, readiness: Vec::new() }
+    }};
+}
+
+impl ServiceSet {
+    pub fn ready_when(mut self, check: Arc<dyn Readiness>) -> Self {
+        self.readiness.push(check);
+        self
+    }
+
+    /// Joins another service's set into this one (`tandem dev` serves all on one address).
+    pub fn merge(mut self, other: ServiceSet) -> Self {
+        let router = self.routes.into_axum_router().merge(other.routes.into_axum_router());
+        self.routes = Routes::from(router);
+        self.names.extend(other.names);
+        self.readiness.extend(other.readiness);
+        self
+    }
+}
+
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+    options: ServerOptions,
+    services: ServiceSet,
+    authenticator: Arc<dyn Authenticator>,
+}
+
+impl Server {
+    /// Binds the listener (port 0 picks a free port) without serving yet.
+    pub async fn build(
+        options: ServerOptions,
+        services: ServiceSet,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(options.listen).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self { listener, addr, options, services, authenticator })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `stop` resolves, then reports NOT_SERVING, stops accepting, and lets
+    /// in-flight RPCs finish within the grace period.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Server { listener, addr, options, services, authenticator } = self;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        set_all(&reporter, &services.names, ServingStatus::NotServing).await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let routes = services
+            .routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let readiness = tokio::spawn(watch_readiness(
+            reporter.clone(),
+            services.names.clone(),
+            services.readiness,
+            stopping_rx.clone(),
+        ));
+
+        let layers = tower::ServiceBuilder::new()
+            .layer(TraceLayer)
+            .layer(ShedLayer::new(options.max_concurrent_requests))
+            .layer(DeadlineLayer::new(options.request_timeout))
+            .layer(AuthLayer::new(authenticator));
+
+        let names = services.names.clone();
+        let shutdown = {
+            let reporter = reporter.clone();
+            async move {
+                stop.await;
+                tracing::info!("shutting down: draining in-flight requests");
+                let _ = stopping_tx.send(true);
+                set_all(&reporter, &names, ServingStatus::NotServing).await;
+            }
+        };
+        let mut stopping = stopping_rx;
+        tracing::info!(%addr, "serving");
+        let serve = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(layers)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            r = &mut serve => r.map_err(anyhow::Error::from),
+            () = async {
+                let _ = stopping.wait_for(|s| *s).await;
+                tokio::time::sleep(options.shutdown_grace).await;
+            } => {
+                tracing::warn!("grace period over; dropping the requests still in flight");
+                Ok(())
+            }
+        };
+        readiness.abort();
+        result
+    }
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+/// SERVING while every check passes, NOT_SERVING while one fails, until shutdown.
+async fn watch_readiness(
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+    checks: Vec<Arc<dyn Readiness>>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut serving = false;
+    let mut interval = Duration::from_millis(50);
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let mut ok = true;
+        for check in &checks {
+            if let Err(err) = check.check().await {
+                if serving {
+                    tracing::warn!(dependency = check.name(), error = %err, "dependency down; NOT_SERVING");
+                }
+                ok = false;
+                break;
+            }
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        if ok != serving {
+            serving = ok;
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            set_all(&reporter, &names, status).await;
+            if ok {
+                tracing::info!("dependencies answer; SERVING");
+            }
+        }
+        tokio::time::sleep(interval).await;
+        interval = if serving { Duration::from_secs(2) } else { (interval * 2).min(Duration::from_secs(1)) };
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
