@@ -67,3 +67,15 @@ impl ServerArgs {
         }
     }
 }
+
+/// The process arguments with `default` inserted as the subcommand when none of `known` is
+/// given, so `tandem-identity` alone means `tandem-identity serve`.
+pub fn args_with_default_subcommand(default: &str, known: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let is_known = known.contains(&first) || ["help", "-h", "--help", "-V", "--version"].contains(&first);
+    if !is_known {
+        args.insert(1.min(args.len()), default.into());
+    }
+    args
+}

@@ -262,3 +262,39 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+/// The database as a readiness check that first applies the migrations: the service starts
+/// serving health at once, applies its migrations as soon as the database answers, and
+/// reports SERVING only after. Work that needs the schema waits on [`Self::migrated`].
+pub struct MigratedDb {
+    db: Db,
+    migrations: &'static [crate::db::MigrationSource],
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl MigratedDb {
+    pub fn new(db: Db, migrations: &'static [crate::db::MigrationSource]) -> Arc<Self> {
+        Arc::new(Self { db, migrations, done: tokio::sync::watch::channel(false).0 })
+    }
+
+    /// Resolves once the migrations are applied.
+    pub async fn migrated(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+}
+
+#[async_trait]
+impl Readiness for MigratedDb {
+    fn name(&self) -> &str {
+        "database"
+    }
+    async fn check(&self) -> anyhow::Result<()> {
+        if !*self.done.borrow() {
+            self.db.migrate(self.migrations).await?;
+            self.done.send_replace(true);
+            tracing::info!("database migrations applied");
+        }
+        Ok(self.db.ping().await?)
+    }
+}

@@ -1,0 +1,136 @@
+//! The in-memory cache behind `CheckPermission` and token checks: repeated questions are
+//! answered without a database round trip, and every change of membership, team settings or
+//! user status drops what it affects. A generation counter stops a read that raced with a
+//! change from caching the stale answer.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tandem_proto::identity::v1::{RewardsVisibility, StaffRole, TeamRole};
+
+/// What the access rules need about a user and a team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TeamAccess {
+    /// `None` when the user is not a member (or the team does not exist).
+    pub role: Option<TeamRole>,
+    pub visibility: RewardsVisibility,
+}
+
+/// What token checks need about a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserStatus {
+    pub active: bool,
+    pub tokens_valid_after: i64,
+    pub staff_role: Option<StaffRole>,
+}
+
+const MAX_ENTRIES: usize = 200_000;
+
+#[derive(Default)]
+pub struct AccessCache {
+    generation: AtomicU64,
+    teams: RwLock<HashMap<(String, String), TeamAccess>>,
+    users: RwLock<HashMap<String, UserStatus>>,
+}
+
+impl AccessCache {
+    /// Take before reading the database; pass to `put_*` after.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn team_access(&self, user_id: &str, team_id: &str) -> Option<TeamAccess> {
+        self.teams.read().expect("cache").get(&(user_id.to_owned(), team_id.to_owned())).copied()
+    }
+
+    pub fn put_team_access(&self, generation: u64, user_id: &str, team_id: &str, access: TeamAccess) {
+        let mut teams = self.teams.write().expect("cache");
+        if self.generation() != generation {
+            return;
+        }
+        if teams.len() >= MAX_ENTRIES {
+            teams.clear();
+        }
+        teams.insert((user_id.to_owned(), team_id.to_owned()), access);
+    }
+
+    pub fn user_status(&self, user_id: &str) -> Option<UserStatus> {
+        self.users.read().expect("cache").get(user_id).copied()
+    }
+
+    pub fn put_user_status(&self, generation: u64, user_id: &str, status: UserStatus) {
+        let mut users = self.users.write().expect("cache");
+        if self.generation() != generation {
+            return;
+        }
+        if users.len() >= MAX_ENTRIES {
+            users.clear();
+        }
+        users.insert(user_id.to_owned(), status);
+    }
+
+    /// A membership changed.
+    pub fn invalidate_member(&self, user_id: &str, team_id: &str) {
+        let mut teams = self.teams.write().expect("cache");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        teams.remove(&(user_id.to_owned(), team_id.to_owned()));
+    }
+
+    /// A team's settings changed or it was deleted.
+    pub fn invalidate_team(&self, team_id: &str) {
+        let mut teams = self.teams.write().expect("cache");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        teams.retain(|(_, t), _| t != team_id);
+    }
+
+    /// A user was activated or deactivated.
+    pub fn invalidate_user(&self, user_id: &str) {
+        let mut users = self.users.write().expect("cache");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        users.remove(user_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMBER: TeamAccess =
+        TeamAccess { role: Some(TeamRole::Member), visibility: RewardsVisibility::Show };
+
+    #[test]
+    fn answers_until_invalidated() {
+        let cache = AccessCache::default();
+        let g = cache.generation();
+        cache.put_team_access(g, "u", "t", MEMBER);
+        assert_eq!(cache.team_access("u", "t"), Some(MEMBER));
+        cache.invalidate_member("u", "t");
+        assert_eq!(cache.team_access("u", "t"), None);
+
+        cache.put_team_access(cache.generation(), "u", "t", MEMBER);
+        cache.put_team_access(cache.generation(), "v", "t", MEMBER);
+        cache.invalidate_team("t");
+        assert_eq!(cache.team_access("v", "t"), None);
+    }
+
+    #[test]
+    fn a_read_that_raced_with_a_change_is_not_cached() {
+        let cache = AccessCache::default();
+        let before = cache.generation();
+        cache.invalidate_member("u", "t");
+        cache.put_team_access(before, "u", "t", MEMBER);
+        assert_eq!(cache.team_access("u", "t"), None);
+        cache.invalidate_user("u");
+        cache.put_user_status(
+            before,
+            "u",
+            UserStatus { active: true, tokens_valid_after: 0, staff_role: None },
+        );
+        assert_eq!(cache.user_status("u"), None);
+    }
+}

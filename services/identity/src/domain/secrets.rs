@@ -1,0 +1,160 @@
+//! Secrets: passwords hashed with argon2id, random tokens (refresh, invitation, email
+//! verification) of which only a SHA-256 digest is stored, and the EdDSA signing key.
+
+use argon2::{
+    Argon2,
+    password_hash::{PasswordHasher, PasswordVerifier},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use ed25519_dalek::{
+    SigningKey,
+    pkcs8::{DecodePrivateKey, EncodePrivateKey},
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tandem_platform::auth::{AUDIENCE, Claims, ISSUER};
+use tandem_proto::identity::v1::Jwk;
+
+/// A new random token: 32 bytes, base64url.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The stored form of a token: its SHA-256, hex. A leaked table cannot be replayed.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An argon2id PHC string with a random salt. Slow by design: call it off the async runtime.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    Argon2::default().verify_password(password.as_bytes(), phc).is_ok()
+}
+
+/// The key that signs access tokens, with its published half.
+pub struct SigningKeyPair {
+    kid: String,
+    encoding: EncodingKey,
+    jwk: Jwk,
+}
+
+impl SigningKeyPair {
+    /// A fresh key, kept in memory only (tokens die with the process).
+    pub fn generate() -> Self {
+        Self::from_signing_key(&SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// A PKCS#8 PEM Ed25519 private key (`openssl genpkey -algorithm ed25519`).
+    pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
+        let key = SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 PEM key: {e}"))?;
+        Ok(Self::from_signing_key(&key))
+    }
+
+    fn from_signing_key(key: &SigningKey) -> Self {
+        let public = key.verifying_key().to_bytes();
+        let x = URL_SAFE_NO_PAD.encode(public);
+        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
+        let der = key.to_pkcs8_der().expect("an Ed25519 key always encodes to PKCS#8");
+        Self {
+            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+            jwk: Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x,
+                kid: kid.clone(),
+                alg: "EdDSA".into(),
+                r#use: "sig".into(),
+            },
+            kid,
+        }
+    }
+
+    pub fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+
+    /// Signs an access token for `user_id`, valid `ttl_secs` from `now_secs`.
+    pub fn sign(
+        &self,
+        user_id: &str,
+        staff_role: Option<&str>,
+        now_secs: i64,
+        ttl_secs: i64,
+    ) -> anyhow::Result<String> {
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: user_id.into(),
+            iat: now_secs,
+            exp: now_secs + ttl_secs,
+            jti: tandem_platform::ids::new_id("tok"),
+            staff: staff_role.map(str::to_owned),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tandem_platform::auth::{JwtVerifier, KeySet};
+
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_stored_hashed() {
+        let a = new_token();
+        assert_ne!(a, new_token());
+        assert_eq!(hash_token(&a), hash_token(&a));
+        assert_ne!(hash_token(&a), a);
+        assert_eq!(hash_token(&a).len(), 64);
+    }
+
+    #[test]
+    fn passwords_are_argon2id_and_verify() {
+        let phc = hash_password("correct horse").unwrap();
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &phc));
+        assert!(!verify_password("wrong horse", &phc));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[tokio::test]
+    async fn signed_tokens_verify_with_the_published_key_only() {
+        let key = SigningKeyPair::generate();
+        let verifier = JwtVerifier::new(Arc::new(KeySet::from_jwks(&[key.jwk().clone()]).unwrap()));
+        let now = tandem_platform::time::now_micros() / 1_000_000;
+        let token = key.sign("user_1", Some("STAFF_ROLE_ADMIN"), now, 60).unwrap();
+        let claims = verifier.verify(&token).await.unwrap();
+        assert_eq!(claims.sub, "user_1");
+        assert_eq!(claims.staff.as_deref(), Some("STAFF_ROLE_ADMIN"));
+
+        let other = SigningKeyPair::generate();
+        let foreign = other.sign("user_1", None, now, 60).unwrap();
+        assert!(verifier.verify(&foreign).await.is_err(), "a token of another key");
+        let expired = key.sign("user_1", None, now - 3600, 60).unwrap();
+        assert!(verifier.verify(&expired).await.is_err(), "an expired token");
+    }
+
+    #[test]
+    fn pem_keys_load() {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let pem = key.to_pkcs8_pem(Default::default()).unwrap();
+        let pair = SigningKeyPair::from_pem(&pem).unwrap();
+        assert_eq!(pair.jwk().x, URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()));
+        assert!(SigningKeyPair::from_pem("garbage").is_err());
+    }
+}

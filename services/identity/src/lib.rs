@@ -1,0 +1,218 @@
+//! Tandem identity & teams: users and tokens, partner teams and roles, invitations, team
+//! domains, programs and enrolments, partner applications, the permission check every service
+//! asks, and the notifications inbox.
+
+pub mod api;
+pub mod cache;
+pub mod domain;
+pub mod error;
+pub mod ports;
+pub mod store;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tandem_platform::{
+    auth::{AuthError, Authenticator, Caller, JwtVerifier, KeySet},
+    bus::EventHandler,
+    db::{Db, MigrationSource, Tx},
+    ids::new_id,
+    outbox,
+    time::now_micros,
+};
+use tandem_proto::{
+    events::v1::{Event, event::Payload},
+    identity::v1::{RewardsVisibility, StaffRole, TeamRole},
+};
+use tokio::sync::Notify;
+
+use crate::{
+    cache::{AccessCache, TeamAccess, UserStatus},
+    domain::{access::Action, secrets::SigningKeyPair},
+    error::{IdentityError, Result},
+    ports::{Mailer, RewardsLedger, TxtResolver},
+};
+
+pub const MIGRATIONS: &[MigrationSource] =
+    &[(100, "identity", include_str!("../migrations/0100_identity.sql"))];
+
+/// The stream identity's events go to.
+pub const STREAM: &str = "tandem.identity";
+const SOURCE: &str = "identity";
+/// The consumer group under which identity applies other services' notification requests.
+pub const NOTIFICATIONS_CONSUMER: &str = "identity-notifications";
+
+/// What identity talks to outside its database.
+pub struct Ports {
+    pub mailer: Arc<dyn Mailer>,
+    pub txt: Arc<dyn TxtResolver>,
+    pub rewards: Arc<dyn RewardsLedger>,
+}
+
+pub struct Settings {
+    pub signing_key: SigningKeyPair,
+    /// Where invitation and verification links point, e.g. `https://partners.example.com`.
+    pub link_base: String,
+}
+
+/// The identity service: its state, shared by every RPC handler.
+pub struct Identity {
+    db: Db,
+    keys: SigningKeyPair,
+    verifier: JwtVerifier,
+    cache: AccessCache,
+    ports: Ports,
+    link_base: String,
+    relay: Arc<Notify>,
+}
+
+impl Identity {
+    /// `relay` is woken after each commit that wrote to the outbox.
+    pub fn new(db: Db, settings: Settings, ports: Ports, relay: Arc<Notify>) -> anyhow::Result<Arc<Self>> {
+        let keys = Arc::new(KeySet::from_jwks(&[settings.signing_key.jwk().clone()])?);
+        Ok(Arc::new(Self {
+            db,
+            verifier: JwtVerifier::new(keys),
+            keys: settings.signing_key,
+            cache: AccessCache::default(),
+            ports,
+            link_base: settings.link_base.trim_end_matches('/').to_owned(),
+            relay,
+        }))
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Writes an event to the outbox in `tx`.
+    async fn emit(&self, tx: &mut Tx, aggregate_id: &str, payload: Payload) -> Result<()> {
+        outbox::enqueue(tx, STREAM, SOURCE, aggregate_id, payload).await?;
+        Ok(())
+    }
+
+    /// Commits and wakes the outbox relay.
+    async fn commit(&self, tx: Tx) -> Result<()> {
+        tx.commit().await?;
+        self.relay.notify_one();
+        Ok(())
+    }
+
+    /// The user's role in the team and the team's rewards visibility, from the cache when
+    /// it holds them. `None` when the team does not exist.
+    pub async fn team_access(&self, user_id: &str, team_id: &str) -> Result<Option<TeamAccess>> {
+        if let Some(access) = self.cache.team_access(user_id, team_id) {
+            return Ok(Some(access));
+        }
+        let generation = self.cache.generation();
+        let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
+        let Some((role, visibility)) = store::access_facts(&mut conn, team_id, user_id).await? else {
+            return Ok(None);
+        };
+        let access = TeamAccess {
+            role: role.as_deref().and_then(TeamRole::from_str_name),
+            visibility: RewardsVisibility::from_str_name(&visibility).unwrap_or(RewardsVisibility::Hide),
+        };
+        self.cache.put_team_access(generation, user_id, team_id, access);
+        Ok(Some(access))
+    }
+
+    /// Whether the user is active and the tokens it was issued at `issued_at` still count.
+    async fn user_status(&self, user_id: &str) -> Result<Option<UserStatus>> {
+        if let Some(status) = self.cache.user_status(user_id) {
+            return Ok(Some(status));
+        }
+        let generation = self.cache.generation();
+        let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
+        let Some(user) = store::user_by_id(&mut conn, user_id).await? else { return Ok(None) };
+        let status = UserStatus {
+            active: user.active,
+            tokens_valid_after: user.tokens_valid_after,
+            staff_role: user.staff_role.as_deref().and_then(StaffRole::from_str_name),
+        };
+        self.cache.put_user_status(generation, user_id, status);
+        Ok(Some(status))
+    }
+
+    /// The answer of `CheckPermission`: an active user, and the role's or staff role's rule.
+    pub async fn is_allowed(&self, user_id: &str, team_id: &str, action: Action) -> Result<bool> {
+        let staff = match self.user_status(user_id).await? {
+            Some(status) if status.active => status.staff_role,
+            _ => return Ok(false),
+        };
+        if let Some(role) = staff {
+            let exists = self.team_access(user_id, team_id).await?.is_some();
+            return Ok(exists && domain::access::staff_allows(role, action));
+        }
+        Ok(match self.team_access(user_id, team_id).await? {
+            Some(TeamAccess { role: Some(role), visibility }) => {
+                domain::access::role_allows(role, action, visibility)
+            }
+            _ => false,
+        })
+    }
+
+    /// Verifies access tokens for every RPC of the suite when it runs in one process.
+    pub fn authenticator(self: &Arc<Self>) -> Arc<dyn Authenticator> {
+        self.clone()
+    }
+
+    /// Applies `NotificationRequested` events of other services to the inbox.
+    pub fn notification_handler(self: &Arc<Self>) -> Arc<dyn EventHandler> {
+        Arc::new(NotificationInbox(self.clone()))
+    }
+
+    /// Creates the first staff admin when it does not exist yet (idempotent).
+    pub async fn bootstrap_admin(&self, email: &str, password: &str) -> Result<()> {
+        api::staff::ensure_admin(self, email, password).await
+    }
+}
+
+#[async_trait]
+impl Authenticator for Identity {
+    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        let claims = self.verifier.verify(token).await?;
+        let status =
+            self.user_status(&claims.sub).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+        match status {
+            None => Err(AuthError::Invalid("unknown user".into())),
+            Some(s) if !s.active => Err(AuthError::Inactive),
+            Some(s) if claims.iat < s.tokens_valid_after => {
+                Err(AuthError::Invalid("token was revoked".into()))
+            }
+            Some(_) => Ok(Caller::from_claims(&claims)),
+        }
+    }
+}
+
+struct NotificationInbox(Arc<Identity>);
+
+#[async_trait]
+impl EventHandler for NotificationInbox {
+    async fn handle(&self, event: &Event) -> anyhow::Result<()> {
+        let Some(Payload::NotificationRequested(request)) = &event.payload else { return Ok(()) };
+        let mut tx = self.0.db.begin().await?;
+        if !outbox::mark_handled(&mut tx, NOTIFICATIONS_CONSUMER, &event.id).await? {
+            return Ok(());
+        }
+        let now = now_micros();
+        for user_id in &request.user_ids {
+            store::insert_notification(
+                &mut tx,
+                &store::NotificationRow {
+                    id: new_id("ntf"),
+                    user_id: user_id.clone(),
+                    kind: request.kind.clone(),
+                    title: request.title.clone(),
+                    body: request.body.clone(),
+                    subject_id: request.subject_id.clone(),
+                    read_time: None,
+                    create_time: now,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

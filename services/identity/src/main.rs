@@ -1,0 +1,138 @@
+//! `tandem-identity`: the identity & teams service. `serve` (the default) or `migrate`.
+
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tandem_identity::{
+    Identity, MIGRATIONS, Ports, Settings,
+    domain::secrets::SigningKeyPair,
+    ports::{DnsResolver, LogMailer, NoRewardsLedger},
+};
+use tandem_platform::{
+    bus::{EventBus, InProcessBus},
+    config::{self, DatabaseArgs, ServeArgs},
+    db::Db,
+    outbox::OutboxRelay,
+    server::{MigratedDb, Server, shutdown_signal},
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(name = "tandem-identity", version, about = "Tandem identity & teams service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC (the default).
+    Serve(IdentityArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(clap::Args)]
+struct IdentityArgs {
+    #[command(flatten)]
+    common: ServeArgs,
+    /// PEM (PKCS#8) Ed25519 private key that signs access tokens; an ephemeral key when unset.
+    #[arg(long, env = "TANDEM_JWT_SIGNING_KEY_FILE")]
+    jwt_signing_key_file: Option<std::path::PathBuf>,
+    /// The first staff admin, created at start-up when it does not exist.
+    #[arg(long, env = "TANDEM_ADMIN_EMAIL")]
+    admin_email: Option<String>,
+    #[arg(long, env = "TANDEM_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// The base URL of links in emails (invitations, email verification).
+    #[arg(long, env = "TANDEM_PUBLIC_URL", default_value = "http://localhost:8080")]
+    public_url: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse_from(config::args_with_default_subcommand("serve", &["serve", "migrate"]));
+    match cli.command {
+        Command::Migrate(db) => {
+            let _telemetry = telemetry::init("tandem-identity", telemetry::LogFormat::Text, None)?;
+            Db::connect(&db.database_url, &db.options())?.migrate(MIGRATIONS).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+fn signing_key(path: Option<&std::path::Path>) -> anyhow::Result<SigningKeyPair> {
+    match path {
+        Some(path) => SigningKeyPair::from_pem(&std::fs::read_to_string(path)?),
+        None => {
+            tracing::warn!(
+                "TANDEM_JWT_SIGNING_KEY_FILE is not set: signing with an ephemeral key; tokens die with this process"
+            );
+            Ok(SigningKeyPair::generate())
+        }
+    }
+}
+
+async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
+    let common = args.common;
+    let _telemetry = telemetry::init("tandem-identity", common.log_format, common.otel_endpoint.as_deref())?;
+    let db = Db::connect(&common.database.database_url, &common.database.options())?;
+    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+    let relay = OutboxRelay::new(db.clone(), bus.clone());
+    let identity = Identity::new(
+        db.clone(),
+        Settings {
+            signing_key: signing_key(args.jwt_signing_key_file.as_deref())?,
+            link_base: args.public_url,
+        },
+        Ports {
+            mailer: Arc::new(LogMailer),
+            txt: Arc::new(DnsResolver::from_system()?),
+            rewards: Arc::new(NoRewardsLedger),
+        },
+        relay.waker(),
+    )?;
+    bus.subscribe(
+        tandem_identity::STREAM,
+        tandem_identity::NOTIFICATIONS_CONSUMER,
+        identity.notification_handler(),
+    )
+    .await?;
+
+    let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
+    let services = tandem_identity::api::services(&identity, common.server.max_message_bytes)
+        .ready_when(migrated.clone());
+    let server =
+        Server::build(common.server.options(common.listen), services, identity.authenticator()).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn({
+        let identity = identity.clone();
+        let migrated = migrated.clone();
+        let admin = args.admin_email.zip(args.admin_password);
+        let mut stop = stop_rx.clone();
+        async move {
+            migrated.migrated().await;
+            if let Some((email, password)) = admin {
+                if let Err(err) = identity.bootstrap_admin(&email, &password).await {
+                    tracing::error!(error = %tonic::Status::from(err).message(), "could not create the bootstrap admin");
+                }
+            }
+            relay
+                .run(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        }
+    });
+    server
+        .run_until_stopped(async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await?;
+    db.close().await;
+    Ok(())
+}
