@@ -53,6 +53,12 @@ impl SigningKeyPair {
         Self::from_signing_key(&SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
+    /// A new Ed25519 private key as PKCS#8 PEM, to keep in a file.
+    pub fn generate_pem() -> anyhow::Result<String> {
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        Ok(key.to_pkcs8_pem(Default::default()).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())
+    }
+
     /// A PKCS#8 PEM Ed25519 private key (`openssl genpkey -algorithm ed25519`).
     pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
         let key = SigningKey::from_pkcs8_pem(pem)

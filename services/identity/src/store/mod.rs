@@ -2,7 +2,10 @@
 //! connection (a transaction derefs to one) so the use case decides the transaction.
 
 use sqlx::{AnyConnection, FromRow};
-use tandem_platform::{db::DbError, time::Micros};
+use tandem_platform::{
+    db::{DbError, Flag},
+    time::Micros,
+};
 
 type Conn = AnyConnection;
 type R<T> = Result<T, DbError>;
@@ -13,7 +16,9 @@ pub struct UserRow {
     pub email: String,
     pub display_name: String,
     pub password_hash: String,
+    #[sqlx(try_from = "Flag")]
     pub active: bool,
+    #[sqlx(try_from = "Flag")]
     pub email_verified: bool,
     pub staff_role: Option<String>,
     pub tokens_valid_after: i64,
@@ -36,6 +41,7 @@ pub struct MemberRow {
     pub user_id: String,
     pub email: String,
     pub display_name: String,
+    #[sqlx(try_from = "Flag")]
     pub active: bool,
     pub role: String,
     pub join_time: i64,
@@ -91,6 +97,7 @@ pub struct ApplicationRow {
     pub primary_expertise: String,
     pub experience: String,
     pub plan: String,
+    #[sqlx(try_from = "Flag")]
     pub terms_accepted: bool,
     pub review_note: String,
     pub reviewer_user_id: String,
@@ -134,8 +141,8 @@ pub async fn insert_user(c: &mut Conn, u: &UserRow) -> R<()> {
     .bind(&u.email)
     .bind(&u.display_name)
     .bind(&u.password_hash)
-    .bind(u.active)
-    .bind(u.email_verified)
+    .bind(i64::from(u.active))
+    .bind(i64::from(u.email_verified))
     .bind(&u.staff_role)
     .bind(u.tokens_valid_after)
     .bind(u.create_time)
@@ -169,10 +176,9 @@ pub async fn list_users(c: &mut Conn, after: &str, limit: i64) -> R<Vec<UserRow>
 /// Activates or deactivates; deactivation also voids every token issued before `now_secs`.
 pub async fn set_user_active(c: &mut Conn, id: &str, active: bool, now_secs: i64) -> R<bool> {
     let q = if active {
-        sqlx::query("UPDATE users SET active = $1 WHERE id = $2").bind(true).bind(id)
+        sqlx::query("UPDATE users SET active = 1 WHERE id = $1").bind(id)
     } else {
-        sqlx::query("UPDATE users SET active = $1, tokens_valid_after = $3 WHERE id = $2")
-            .bind(false)
+        sqlx::query("UPDATE users SET active = 0, tokens_valid_after = $2 WHERE id = $1")
             .bind(id)
             .bind(now_secs)
     };
@@ -180,7 +186,7 @@ pub async fn set_user_active(c: &mut Conn, id: &str, active: bool, now_secs: i64
 }
 
 pub async fn set_email_verified(c: &mut Conn, id: &str) -> R<()> {
-    sqlx::query("UPDATE users SET email_verified = $1 WHERE id = $2").bind(true).bind(id).execute(c).await?;
+    sqlx::query("UPDATE users SET email_verified = 1 WHERE id = $1").bind(id).execute(c).await?;
     Ok(())
 }
 
@@ -630,7 +636,7 @@ pub async fn insert_application(c: &mut Conn, a: &ApplicationRow) -> R<()> {
     .bind(&a.primary_expertise)
     .bind(&a.experience)
     .bind(&a.plan)
-    .bind(a.terms_accepted)
+    .bind(i64::from(a.terms_accepted))
     .bind(&a.review_note)
     .bind(&a.reviewer_user_id)
     .bind(&a.team_id)

@@ -1,0 +1,116 @@
+//! The suite in one process: each service on its own SQLite file under the data directory,
+//! one gRPC server on one address, the in-process event bus and one outbox relay per service.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use tandem_identity::{
+    Identity, Ports, Settings,
+    domain::secrets::SigningKeyPair,
+    ports::{DnsResolver, LogMailer, NoRewardsLedger},
+};
+use tandem_platform::{
+    bus::{EventBus, InProcessBus},
+    db::{Db, DbOptions},
+    outbox::OutboxRelay,
+    server::{MigratedDb, Server, ServerOptions, shutdown_signal},
+    telemetry,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    /// Address every service is served on.
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Where the SQLite files and the signing key live.
+    #[arg(long, env = "TANDEM_DATA_DIR", default_value = ".tandem")]
+    pub data_dir: PathBuf,
+    /// Load a demo vendor with partners and print example calls.
+    #[arg(long)]
+    pub demo: bool,
+    #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: telemetry::LogFormat,
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_endpoint: Option<String>,
+    /// The first staff admin (idempotent); `--demo` uses its own.
+    #[arg(long, env = "TANDEM_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    #[arg(long, env = "TANDEM_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+}
+
+/// The signing key kept in the data directory, so tokens survive a restart.
+fn signing_key(dir: &std::path::Path) -> anyhow::Result<SigningKeyPair> {
+    let path = dir.join("signing-key.pem");
+    if !path.exists() {
+        std::fs::write(&path, SigningKeyPair::generate_pem()?)?;
+        #[cfg(unix)]
+        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&path)?.permissions(), 0o600);
+    }
+    SigningKeyPair::from_pem(&std::fs::read_to_string(&path)?)
+}
+
+fn sqlite(dir: &std::path::Path, service: &str) -> anyhow::Result<Db> {
+    Ok(Db::connect(
+        &format!("sqlite://{}", dir.join(format!("{service}.db")).display()),
+        &DbOptions::default(),
+    )?)
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let _telemetry = telemetry::init("tandem", args.log_format, args.otel_endpoint.as_deref())?;
+    std::fs::create_dir_all(&args.data_dir)?;
+    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    // identity
+    let identity_db = sqlite(&args.data_dir, "identity")?;
+    let identity_relay = OutboxRelay::new(identity_db.clone(), bus.clone());
+    let txt = DnsResolver::from_system()?;
+    let identity = Identity::new(
+        identity_db.clone(),
+        Settings { signing_key: signing_key(&args.data_dir)?, link_base: format!("http://{}", args.listen) },
+        Ports { mailer: Arc::new(LogMailer), txt: Arc::new(txt), rewards: Arc::new(NoRewardsLedger) },
+        identity_relay.waker(),
+    )?;
+    bus.subscribe(
+        tandem_identity::STREAM,
+        tandem_identity::NOTIFICATIONS_CONSUMER,
+        identity.notification_handler(),
+    )
+    .await?;
+    let identity_migrated = MigratedDb::new(identity_db.clone(), tandem_identity::MIGRATIONS);
+    // Migrate before serving: on an existing data directory this is a few milliseconds.
+    tandem_platform::server::Readiness::check(identity_migrated.as_ref()).await?;
+    tokio::spawn(identity_relay.run(stopped()));
+
+    let services = tandem_identity::api::services(&identity, ServerOptions::default().max_message_bytes)
+        .ready_when(identity_migrated);
+    let options = ServerOptions { listen: args.listen, ..ServerOptions::default() };
+    let server = Server::build(options, services, identity.authenticator()).await?;
+    let addr = server.local_addr();
+
+    if let (Some(email), Some(password)) = (&args.admin_email, &args.admin_password) {
+        identity
+            .bootstrap_admin(email, password)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", tonic::Status::from(e)))?;
+    }
+    let serving = tokio::spawn(server.run_until_stopped(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    }));
+    if args.demo {
+        crate::demo::load(&identity, addr).await?;
+    }
+    serving.await??;
+    for db in [identity_db] {
+        db.close().await;
+    }
+    Ok(())
+}
