@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod paging;
 pub mod server;
 pub mod telemetry;
+pub mod testing;
 pub mod time;
 pub mod validate;
 

@@ -1,0 +1,98 @@
+//! Test support shared by every service: a fresh database per test on SQLite and, when
+//! `TANDEM_TEST_POSTGRES_URL` is set, on PostgreSQL; and a macro that runs one test body on
+//! both. With `TANDEM_REQUIRE_POSTGRES=1` (CI) a missing or unreachable PostgreSQL fails the
+//! test instead of skipping it.
+
+use sqlx::{AssertSqlSafe, Connection};
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    drop_pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        Self { url, _dir: Some(dir), drop_pg: None }
+    }
+
+    /// A new PostgreSQL database, or `None` when no server is configured (and not required).
+    pub async fn postgres() -> Option<Self> {
+        let required = std::env::var("TANDEM_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+        let Ok(admin) = std::env::var("TANDEM_TEST_POSTGRES_URL") else {
+            assert!(!required, "TANDEM_REQUIRE_POSTGRES=1 but TANDEM_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let name = format!("tandem_test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = match sqlx::PgConnection::connect(&admin).await {
+            Ok(conn) => conn,
+            Err(err) if !required => {
+                eprintln!("skipping PostgreSQL: {err}");
+                return None;
+            }
+            Err(err) => panic!("PostgreSQL required but unreachable at TANDEM_TEST_POSTGRES_URL: {err}"),
+        };
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let _ = conn.close().await;
+        let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+        let base = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        let url = match query {
+            Some(q) => format!("{base}/{name}?{q}"),
+            None => format!("{base}/{name}"),
+        };
+        Some(Self { url, _dir: None, drop_pg: Some((admin, name)) })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.drop_pg.take() {
+            // Drop the database from a thread of its own: this may run inside a runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = sqlx::query(AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// `backend_tests!(a, b)` runs the async functions `a(TestDb)` and `b(TestDb)` once on SQLite
+/// (`sqlite::a`) and once on PostgreSQL (`postgres::a`).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::testing::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(db) = $crate::testing::TestDb::postgres().await {
+                        super::$name(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
