@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve gRPC (the default).
-    Serve(IdentityArgs),
+    Serve(Box<IdentityArgs>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
 }
@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
     }
 }
 
@@ -115,10 +115,11 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
         let mut stop = stop_rx.clone();
         async move {
             migrated.migrated().await;
-            if let Some((email, password)) = admin {
-                if let Err(err) = identity.bootstrap_admin(&email, &password).await {
-                    tracing::error!(error = %tonic::Status::from(err).message(), "could not create the bootstrap admin");
-                }
+            if let Some(Err(err)) = match admin {
+                Some((email, password)) => Some(identity.bootstrap_admin(&email, &password).await),
+                None => None,
+            } {
+                tracing::error!(error = %tonic::Status::from(err).message(), "could not create the bootstrap admin");
             }
             relay
                 .run(async move {

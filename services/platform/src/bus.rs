@@ -54,8 +54,11 @@ pub struct DeadLetter {
 /// Delivery inside one process: `publish` hands each event to every group's handler in turn
 /// and returns when all have applied it, so the outbox marks an event published only after
 /// its effects are committed; a crash before that publishes it again on restart.
+/// The consumer groups of one stream, each with its handler.
+type Groups = Vec<(String, Arc<dyn EventHandler>)>;
+
 pub struct InProcessBus {
-    groups: RwLock<HashMap<String, Vec<(String, Arc<dyn EventHandler>)>>>,
+    groups: RwLock<HashMap<String, Groups>>,
     dead_letters: Mutex<Vec<DeadLetter>>,
     max_attempts: u32,
     retry_delay: Duration,

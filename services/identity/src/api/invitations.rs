@@ -116,29 +116,28 @@ impl IdentityApi {
         };
         let mut tx = self.db.begin().await?;
         let team = store::team(&mut tx, &team_id).await?.ok_or(IdentityError::NotFound("team"))?;
-        if !email.is_empty() {
-            if let Some(user) = store::user_by_email(&mut tx, &email).await? {
-                if store::member(&mut tx, &team_id, &user.id).await?.is_some() {
-                    return Err(IdentityError::Duplicate(
-                        ErrorReason::AlreadyMember,
-                        "this user is already a member".into(),
-                    ));
-                }
-                store::insert_notification(
-                    &mut tx,
-                    &store::NotificationRow {
-                        id: new_id("ntf"),
-                        user_id: user.id,
-                        kind: "team.invitation".into(),
-                        title: format!("You are invited to join {}", team.name),
-                        body: "Open the invitation email to accept.".into(),
-                        subject_id: team_id.clone(),
-                        read_time: None,
-                        create_time: now,
-                    },
-                )
-                .await?;
+        let invitee = if email.is_empty() { None } else { store::user_by_email(&mut tx, &email).await? };
+        if let Some(user) = invitee {
+            if store::member(&mut tx, &team_id, &user.id).await?.is_some() {
+                return Err(IdentityError::Duplicate(
+                    ErrorReason::AlreadyMember,
+                    "this user is already a member".into(),
+                ));
             }
+            store::insert_notification(
+                &mut tx,
+                &store::NotificationRow {
+                    id: new_id("ntf"),
+                    user_id: user.id,
+                    kind: "team.invitation".into(),
+                    title: format!("You are invited to join {}", team.name),
+                    body: "Open the invitation email to accept.".into(),
+                    subject_id: team_id.clone(),
+                    read_time: None,
+                    create_time: now,
+                },
+            )
+            .await?;
         }
         store::insert_invitation(&mut tx, &invitation, &hash_token(&token)).await?;
         self.commit(tx).await?;
