@@ -1,0 +1,118 @@
+//! `tandem dev` as a newcomer runs it: the real binary on a fresh data directory, with the
+//! demo, reached over gRPC; restarted on the same directory; stopped with SIGTERM.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tandem_proto::identity::v1::{AuthenticateRequest, auth_service_client::AuthServiceClient};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+struct Dev {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(data_dir: &std::path::Path, demo: bool) -> Dev {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    cmd.args(["dev", "--listen", &addr, "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if demo {
+        cmd.arg("--demo");
+    }
+    Dev { child: cmd.spawn().expect("start tandem dev"), addr }
+}
+
+/// Waits for SERVING on the whole server and on one identity service.
+async fn wait_serving(addr: &str) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await {
+            let mut health = HealthClient::new(channel.clone());
+            let all = health.check(HealthCheckRequest { service: String::new() }).await;
+            let teams =
+                health.check(HealthCheckRequest { service: "tandem.identity.v1.TeamService".into() }).await;
+            if let (Ok(all), Ok(teams)) = (all, teams) {
+                if all.get_ref().status() == ServingStatus::Serving
+                    && teams.get_ref().status() == ServingStatus::Serving
+                {
+                    return channel;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "tandem dev did not report SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn demo_owner_can_sign_in(channel: Channel) {
+    // The demo is loaded after SERVING; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut auth = AuthServiceClient::new(channel);
+    loop {
+        let response = auth
+            .authenticate(AuthenticateRequest {
+                email: "ana@northwind.example".into(),
+                password: "demo-partner-password".into(),
+            })
+            .await;
+        match response {
+            Ok(r) => {
+                assert!(!r.get_ref().access_token.is_empty());
+                return;
+            }
+            Err(status) => assert!(Instant::now() < deadline, "demo owner cannot sign in: {status}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn dev_serves_the_demo_survives_a_restart_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+
+    let first = start(data.path(), true);
+    let channel = wait_serving(&first.addr).await;
+    demo_owner_can_sign_in(channel).await;
+    drop(first);
+
+    // Same data directory: the demo's data (and the signing key) are still there, and loading
+    // the demo again is harmless.
+    let mut second = start(data.path(), true);
+    let channel = wait_serving(&second.addr).await;
+    demo_owner_can_sign_in(channel).await;
+    assert!(data.path().join("identity.db").exists());
+    assert!(data.path().join("signing-key.pem").exists());
+
+    let pid = second.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = second.child.try_wait().unwrap() {
+            assert!(status.success(), "tandem dev exited with {status} after SIGTERM");
+            break;
+        }
+        assert!(Instant::now() < deadline, "tandem dev did not stop after SIGTERM");
+        // Yield to the runtime, which closes the client's connections so the drain can end.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
