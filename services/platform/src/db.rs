@@ -197,7 +197,23 @@ impl Db {
             })
             .collect();
         let migrator = Migrator::with_migrations(migrations);
-        migrator.run(&self.pool).await?;
+        match self.backend {
+            Backend::Postgres => migrator.run(&self.pool).await?,
+            // SQLite has no advisory lock: migrations of one process queue on a mutex, and one
+            // that lost a race with another process finds the schema applied when it retries.
+            Backend::Sqlite => {
+                static SQLITE_MIGRATIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+                let _one_at_a_time = SQLITE_MIGRATIONS.lock().await;
+                let mut attempt = 0;
+                while let Err(err) = migrator.run(&self.pool).await {
+                    attempt += 1;
+                    if attempt == 3 {
+                        return Err(err.into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+            }
+        }
         Ok(())
     }
 
