@@ -216,3 +216,21 @@ impl EventHandler for NotificationInbox {
         Ok(())
     }
 }
+
+#[async_trait]
+impl tandem_platform::auth::Permissions for Identity {
+    async fn check(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+        permission: tandem_proto::identity::v1::Permission,
+    ) -> Result<bool, tandem_platform::ApiError> {
+        let Some(action) = Action::from_permission(permission) else { return Ok(false) };
+        self.is_allowed(&caller.user_id, team_id, action).await.map_err(|e| match e {
+            IdentityError::Db(tandem_platform::db::DbError::Unavailable(m)) => {
+                tandem_platform::ApiError::Unavailable(m)
+            }
+            other => tandem_platform::ApiError::Internal(other.to_string()),
+        })
+    }
+}

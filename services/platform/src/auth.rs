@@ -172,3 +172,16 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, ApiError> {
 pub fn optional_caller<T>(request: &tonic::Request<T>) -> Option<&Caller> {
     request.extensions().get::<Caller>()
 }
+
+/// Identity's answer to "may this caller do this on this team?", as every service asks it
+/// before acting for a team: in-process in `tandem dev`, over gRPC (`AccessService`) in
+/// production.
+#[async_trait]
+pub trait Permissions: Send + Sync + 'static {
+    async fn check(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+        permission: tandem_proto::identity::v1::Permission,
+    ) -> Result<bool, ApiError>;
+}
