@@ -14,10 +14,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tandem_platform::{
     auth::{AuthError, Authenticator, Caller, JwtVerifier, KeySet},
-    bus::EventHandler,
+    bus::{EventBus, EventHandler},
     db::{Db, MigrationSource, Tx},
     ids::new_id,
-    outbox,
+    outbox::{self, OutboxRelay},
     time::now_micros,
 };
 use tandem_proto::{
@@ -47,6 +47,18 @@ pub struct Ports {
     pub mailer: Arc<dyn Mailer>,
     pub txt: Arc<dyn TxtResolver>,
     pub rewards: Arc<dyn RewardsLedger>,
+}
+
+impl Ports {
+    /// The system's DNS, emails logged (no SMTP relay yet), and no rewards ledger: the suite
+    /// has no commissions service yet, so no team can hold rewards.
+    pub fn standard() -> anyhow::Result<Self> {
+        Ok(Self {
+            mailer: Arc::new(ports::LogMailer),
+            txt: Arc::new(ports::DnsResolver::from_system()?),
+            rewards: Arc::new(ports::NoRewardsLedger),
+        })
+    }
 }
 
 pub struct Settings {
@@ -79,6 +91,20 @@ impl Identity {
             link_base: settings.link_base.trim_end_matches('/').to_owned(),
             relay,
         }))
+    }
+
+    /// Identity with its outbox relay, subscribed to the notification requests of the bus.
+    /// The caller runs the returned relay.
+    pub async fn start(
+        db: Db,
+        settings: Settings,
+        ports: Ports,
+        bus: Arc<dyn EventBus>,
+    ) -> anyhow::Result<(Arc<Self>, OutboxRelay)> {
+        let relay = OutboxRelay::new(db.clone(), bus.clone());
+        let identity = Self::new(db, settings, ports, relay.waker())?;
+        bus.subscribe(STREAM, NOTIFICATIONS_CONSUMER, identity.notification_handler()).await?;
+        Ok((identity, relay))
     }
 
     pub fn db(&self) -> &Db {

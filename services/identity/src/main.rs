@@ -3,16 +3,11 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tandem_identity::{
-    Identity, MIGRATIONS, Ports, Settings,
-    domain::secrets::SigningKeyPair,
-    ports::{DnsResolver, LogMailer, NoRewardsLedger},
-};
+use tandem_identity::{Identity, MIGRATIONS, Ports, Settings, domain::secrets::SigningKeyPair};
 use tandem_platform::{
     bus::{EventBus, InProcessBus},
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
-    outbox::OutboxRelay,
     server::{MigratedDb, Server, shutdown_signal},
     telemetry,
 };
@@ -80,26 +75,11 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("tandem-identity", common.log_format, common.otel_endpoint.as_deref())?;
     let db = Db::connect(&common.database.database_url, &common.database.options())?;
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    let relay = OutboxRelay::new(db.clone(), bus.clone());
-    let identity = Identity::new(
-        db.clone(),
-        Settings {
-            signing_key: signing_key(args.jwt_signing_key_file.as_deref())?,
-            link_base: args.public_url,
-        },
-        Ports {
-            mailer: Arc::new(LogMailer),
-            txt: Arc::new(DnsResolver::from_system()?),
-            rewards: Arc::new(NoRewardsLedger),
-        },
-        relay.waker(),
-    )?;
-    bus.subscribe(
-        tandem_identity::STREAM,
-        tandem_identity::NOTIFICATIONS_CONSUMER,
-        identity.notification_handler(),
-    )
-    .await?;
+    let settings = Settings {
+        signing_key: signing_key(args.jwt_signing_key_file.as_deref())?,
+        link_base: args.public_url,
+    };
+    let (identity, relay) = Identity::start(db.clone(), settings, Ports::standard()?, bus).await?;
 
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services = tandem_identity::api::services(&identity, common.server.max_message_bytes)

@@ -3,15 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use tandem_identity::{
-    Identity, Ports, Settings,
-    domain::secrets::SigningKeyPair,
-    ports::{DnsResolver, LogMailer, NoRewardsLedger},
-};
+use tandem_identity::{Identity, Ports, Settings, domain::secrets::SigningKeyPair};
 use tandem_platform::{
     bus::{EventBus, InProcessBus},
     db::{Db, DbOptions},
-    outbox::OutboxRelay,
     server::{MigratedDb, Server, ServerOptions, shutdown_signal},
     telemetry,
 };
@@ -70,20 +65,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     // identity
     let identity_db = sqlite(&args.data_dir, "identity")?;
-    let identity_relay = OutboxRelay::new(identity_db.clone(), bus.clone());
-    let txt = DnsResolver::from_system()?;
-    let identity = Identity::new(
-        identity_db.clone(),
-        Settings { signing_key: signing_key(&args.data_dir)?, link_base: format!("http://{}", args.listen) },
-        Ports { mailer: Arc::new(LogMailer), txt: Arc::new(txt), rewards: Arc::new(NoRewardsLedger) },
-        identity_relay.waker(),
-    )?;
-    bus.subscribe(
-        tandem_identity::STREAM,
-        tandem_identity::NOTIFICATIONS_CONSUMER,
-        identity.notification_handler(),
-    )
-    .await?;
+    let settings =
+        Settings { signing_key: signing_key(&args.data_dir)?, link_base: format!("http://{}", args.listen) };
+    let (identity, identity_relay) =
+        Identity::start(identity_db.clone(), settings, Ports::standard()?, bus.clone()).await?;
     let identity_migrated = MigratedDb::new(identity_db.clone(), tandem_identity::MIGRATIONS);
     // Migrate before serving: on an existing data directory this is a few milliseconds.
     tandem_platform::server::Readiness::check(identity_migrated.as_ref()).await?;
