@@ -27,48 +27,41 @@ fn reply<B: Default>(status: Status) -> Response<B> {
     status.into_http()
 }
 
-/// Clones the inner service for a call, keeping the one that was polled ready (the tower
-/// idiom for services whose futures outlive `&mut self`).
-fn take<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
+/// What one layer does around the inner service for one request: answer it itself, or call
+/// `inner` (already polled ready) and look at its response.
+pub trait Around: Clone + Send + Sync + 'static {
+    fn around<S, B, R>(&self, req: Request<B>, inner: S) -> BoxFuture<Response<R>, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Send + 'static,
+        S::Future: Send,
+        B: Send + 'static,
+        R: Default + 'static;
 }
 
-// --- load shedding -----------------------------------------------------------------------
-
-/// At most `max` requests in flight; beyond that a request is refused at once with
-/// RESOURCE_EXHAUSTED instead of queueing, so an overloaded server stays fast for the
-/// requests it accepts.
+/// A tower layer made of an [`Around`].
 #[derive(Clone)]
-pub struct ShedLayer {
-    permits: Arc<Semaphore>,
-}
+pub struct AroundLayer<A>(pub A);
 
-impl ShedLayer {
-    pub fn new(max: usize) -> Self {
-        Self { permits: Arc::new(Semaphore::new(max.max(1))) }
-    }
-}
-
-impl<S> Layer<S> for ShedLayer {
-    type Service = Shed<S>;
+impl<A: Clone, S> Layer<S> for AroundLayer<A> {
+    type Service = AroundService<A, S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Shed { inner, permits: self.permits.clone() }
+        AroundService { around: self.0.clone(), inner }
     }
 }
 
 #[derive(Clone)]
-pub struct Shed<S> {
+pub struct AroundService<A, S> {
+    around: A,
     inner: S,
-    permits: Arc<Semaphore>,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Shed<S>
+impl<A, S, B, R> Service<Request<B>> for AroundService<A, S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    A: Around,
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
     S::Future: Send,
-    ReqBody: Send + 'static,
-    ResBody: Default,
+    B: Send + 'static,
+    R: Default + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -78,7 +71,36 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Call the instance that was polled ready; keep a fresh clone for the next call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        self.around.around(req, inner)
+    }
+}
+
+// --- load shedding -----------------------------------------------------------------------
+
+/// At most `max` requests in flight; beyond that a request is refused at once with
+/// RESOURCE_EXHAUSTED instead of queueing, so an overloaded server stays fast for the
+/// requests it accepts.
+#[derive(Clone)]
+pub struct Shed {
+    permits: Arc<Semaphore>,
+}
+
+pub fn shed(max: usize) -> AroundLayer<Shed> {
+    AroundLayer(Shed { permits: Arc::new(Semaphore::new(max.max(1))) })
+}
+
+impl Around for Shed {
+    fn around<S, B, R>(&self, req: Request<B>, mut inner: S) -> BoxFuture<Response<R>, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Send + 'static,
+        S::Future: Send,
+        B: Send + 'static,
+        R: Default + 'static,
+    {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Box::pin(async {
                 Ok(reply(
@@ -86,7 +108,6 @@ where
                 ))
             });
         };
-        let mut inner = take(&mut self.inner);
         Box::pin(async move {
             let response = inner.call(req).await;
             drop(permit);
@@ -100,27 +121,12 @@ where
 /// Every request gets a server-side deadline: the server's limit, or the client's
 /// `grpc-timeout` when shorter. Past it the request is dropped and DEADLINE_EXCEEDED answered.
 #[derive(Clone)]
-pub struct DeadlineLayer {
+pub struct Deadline {
     limit: Duration,
 }
 
-impl DeadlineLayer {
-    pub fn new(limit: Duration) -> Self {
-        Self { limit }
-    }
-}
-
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Deadline { inner, limit: self.limit }
-    }
-}
-
-#[derive(Clone)]
-pub struct Deadline<S> {
-    inner: S,
-    limit: Duration,
+pub fn deadline(limit: Duration) -> AroundLayer<Deadline> {
+    AroundLayer(Deadline { limit })
 }
 
 /// Parses a `grpc-timeout` header value (`100m`, `5S`, …).
@@ -141,26 +147,17 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Deadline<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    ReqBody: Send + 'static,
-    ResBody: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Response, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+impl Around for Deadline {
+    fn around<S, B, R>(&self, req: Request<B>, mut inner: S) -> BoxFuture<Response<R>, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Send + 'static,
+        S::Future: Send,
+        B: Send + 'static,
+        R: Default + 'static,
+    {
         let client =
             req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
         let limit = client.map_or(self.limit, |c| c.min(self.limit));
-        let mut inner = take(&mut self.inner);
         Box::pin(async move {
             match tokio::time::timeout(limit, inner.call(req)).await {
                 Ok(response) => response,
@@ -181,48 +178,24 @@ where
 /// extensions. A request without the header passes on anonymous (the handler decides whether
 /// that is allowed); a request with a bad token is refused with UNAUTHENTICATED here.
 #[derive(Clone)]
-pub struct AuthLayer {
+pub struct Authenticate {
     authenticator: Arc<dyn Authenticator>,
 }
 
-impl AuthLayer {
-    pub fn new(authenticator: Arc<dyn Authenticator>) -> Self {
-        Self { authenticator }
-    }
+pub fn authenticate(authenticator: Arc<dyn Authenticator>) -> AroundLayer<Authenticate> {
+    AroundLayer(Authenticate { authenticator })
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Auth { inner, authenticator: self.authenticator.clone() }
-    }
-}
-
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    authenticator: Arc<dyn Authenticator>,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    ReqBody: Send + 'static,
-    ResBody: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Response, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+impl Around for Authenticate {
+    fn around<S, B, R>(&self, mut req: Request<B>, mut inner: S) -> BoxFuture<Response<R>, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Send + 'static,
+        S::Future: Send,
+        B: Send + 'static,
+        R: Default + 'static,
+    {
         let header = req.headers().get(http::header::AUTHORIZATION).map(|v| v.to_str().map(str::to_owned));
         let authenticator = self.authenticator.clone();
-        let mut inner = take(&mut self.inner);
         Box::pin(async move {
             match header {
                 None => {}
@@ -263,36 +236,21 @@ where
 
 /// One span per RPC, a child of the caller's W3C trace context, and one log line when it ends
 /// with the method, gRPC status and latency.
-#[derive(Clone, Default)]
-pub struct TraceLayer;
-
-impl<S> Layer<S> for TraceLayer {
-    type Service = Trace<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Trace { inner }
-    }
-}
-
 #[derive(Clone)]
-pub struct Trace<S> {
-    inner: S,
+pub struct Trace;
+
+pub fn trace() -> AroundLayer<Trace> {
+    AroundLayer(Trace)
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    ReqBody: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Response, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+impl Around for Trace {
+    fn around<S, B, R>(&self, req: Request<B>, mut inner: S) -> BoxFuture<Response<R>, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Send + 'static,
+        S::Future: Send,
+        B: Send + 'static,
+        R: Default + 'static,
+    {
         let method = req.uri().path().to_owned();
         let span = tracing::info_span!(
             "rpc",
@@ -303,7 +261,6 @@ where
             rpc.grpc.status_code = tracing::field::Empty,
         );
         telemetry::set_parent_from_headers(&span, req.headers());
-        let mut inner = take(&mut self.inner);
         let started = Instant::now();
         Box::pin(
             async move {
@@ -333,7 +290,91 @@ where
 
 #[cfg(test)]
 mod tests {
+    use async_trait::async_trait;
+    use tower::{ServiceExt, service_fn};
+
     use super::*;
+    use crate::auth::Caller;
+
+    type Svc = tower::util::BoxCloneService<Request<()>, Response<()>, std::convert::Infallible>;
+
+    /// A service that answers OK after `delay`, with the caller's id (if any) in a header.
+    fn slow(delay: Duration) -> Svc {
+        tower::util::BoxCloneService::new(service_fn(move |req: Request<()>| async move {
+            tokio::time::sleep(delay).await;
+            let mut response = Response::new(());
+            if let Some(caller) = req.extensions().get::<Caller>() {
+                response.headers_mut().insert("x-caller", caller.user_id.parse().unwrap());
+            }
+            Ok(response)
+        }))
+    }
+
+    fn grpc_status(r: &Response<()>) -> Option<&str> {
+        r.headers().get("grpc-status").and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn shedding_refuses_beyond_the_limit_with_resource_exhausted() {
+        let svc = shed(1).layer(slow(Duration::from_millis(200)));
+        let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&second), Some("8"), "RESOURCE_EXHAUSTED");
+        assert_eq!(grpc_status(&first.await.unwrap().unwrap()), None, "the first one is served");
+        let third = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&third), None, "capacity is released");
+    }
+
+    #[tokio::test]
+    async fn deadlines_answer_deadline_exceeded_and_honour_shorter_client_timeouts() {
+        let svc = deadline(Duration::from_millis(50)).layer(slow(Duration::from_millis(500)));
+        let late = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&late), Some("4"));
+
+        let svc = deadline(Duration::from_secs(5)).layer(slow(Duration::from_millis(300)));
+        let mut req = Request::new(());
+        req.headers_mut().insert("grpc-timeout", "20m".parse().unwrap());
+        let started = Instant::now();
+        assert_eq!(grpc_status(&svc.oneshot(req).await.unwrap()), Some("4"));
+        assert!(started.elapsed() < Duration::from_millis(250));
+    }
+
+    struct OneToken;
+
+    #[async_trait]
+    impl Authenticator for OneToken {
+        async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+            if token == "good" {
+                Ok(Caller { user_id: "user_1".into(), staff_role: None, issued_at: 0 })
+            } else {
+                Err(AuthError::Invalid("bad".into()))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn authentication_puts_the_caller_in_extensions_and_refuses_bad_tokens() {
+        let svc = authenticate(Arc::new(OneToken)).layer(slow(Duration::ZERO));
+        let call = |value: Option<&'static str>| {
+            let svc = svc.clone();
+            async move {
+                let mut req = Request::new(());
+                if let Some(v) = value {
+                    req.headers_mut().insert(http::header::AUTHORIZATION, v.parse().unwrap());
+                }
+                svc.oneshot(req).await.unwrap()
+            }
+        };
+        let ok = call(Some("Bearer good")).await;
+        assert_eq!(ok.headers().get("x-caller").unwrap(), "user_1");
+        let anonymous = call(None).await;
+        assert_eq!(grpc_status(&anonymous), None);
+        assert!(anonymous.headers().get("x-caller").is_none());
+        for bad in ["Bearer nope", "Basic abc", "Bearer "] {
+            assert_eq!(grpc_status(&call(Some(bad)).await), Some("16"), "{bad}");
+        }
+    }
 
     #[test]
     fn grpc_timeouts() {

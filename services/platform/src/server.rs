@@ -13,7 +13,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     auth::Authenticator,
     db::Db,
-    layers::{AuthLayer, DeadlineLayer, ShedLayer, TraceLayer},
+    layers::{authenticate, deadline, shed, trace},
 };
 
 #[derive(Clone, Debug)]
@@ -157,10 +157,10 @@ impl Server {
         ));
 
         let layers = tower::ServiceBuilder::new()
-            .layer(TraceLayer)
-            .layer(ShedLayer::new(options.max_concurrent_requests))
-            .layer(DeadlineLayer::new(options.request_timeout))
-            .layer(AuthLayer::new(authenticator));
+            .layer(trace())
+            .layer(shed(options.max_concurrent_requests))
+            .layer(deadline(options.request_timeout))
+            .layer(authenticate(authenticator));
 
         let names = services.names.clone();
         let shutdown = {

@@ -51,12 +51,12 @@ async fn wait_serving(addr: &str) -> Channel {
             let all = health.check(HealthCheckRequest { service: String::new() }).await;
             let teams =
                 health.check(HealthCheckRequest { service: "tandem.identity.v1.TeamService".into() }).await;
-            if let (Ok(all), Ok(teams)) = (all, teams) {
-                if all.get_ref().status() == ServingStatus::Serving
-                    && teams.get_ref().status() == ServingStatus::Serving
-                {
-                    return channel;
-                }
+            let serving =
+                |r: &Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status>| {
+                    r.as_ref().is_ok_and(|r| r.get_ref().status() == ServingStatus::Serving)
+                };
+            if serving(&all) && serving(&teams) {
+                return channel;
             }
         }
         assert!(Instant::now() < deadline, "tandem dev did not report SERVING");
