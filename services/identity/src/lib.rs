@@ -50,15 +50,34 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// The system's DNS, emails logged (no SMTP relay yet), and no rewards ledger: the suite
-    /// has no commissions service yet, so no team can hold rewards.
-    pub fn standard() -> anyhow::Result<Self> {
+    /// The system's DNS; email through the SMTP relay when one is given, else logged; and no
+    /// rewards ledger: the suite has no commissions service yet, so no team can hold rewards.
+    pub fn standard(mail: &MailSettings) -> anyhow::Result<Self> {
+        let mailer: Arc<dyn Mailer> = match &mail.smtp_url {
+            Some(url) => Arc::new(ports::SmtpMailer::new(url, &mail.from)?),
+            None => Arc::new(ports::LogMailer),
+        };
         Ok(Self {
-            mailer: Arc::new(ports::LogMailer),
+            mailer,
             txt: Arc::new(ports::DnsResolver::from_system()?),
             rewards: Arc::new(ports::NoRewardsLedger),
         })
     }
+}
+
+/// Outgoing email settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MailSettings {
+    /// SMTP relay (`smtp://host:port`) for invitation and verification emails; logged when unset.
+    #[arg(long = "smtp-url", env = "TANDEM_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// The sender of Tandem's emails.
+    #[arg(
+        long = "mail-from",
+        env = "TANDEM_MAIL_FROM",
+        default_value = "Tandem <no-reply@tandem.localhost>"
+    )]
+    pub from: String,
 }
 
 pub struct Settings {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tandem_identity::{Identity, MIGRATIONS, Ports, Settings, domain::secrets::SigningKeyPair};
+use tandem_identity::{Identity, MIGRATIONS, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair};
 use tandem_platform::{
     bus::{EventBus, InProcessBus},
     config::{self, DatabaseArgs, ServeArgs},
@@ -42,6 +42,8 @@ struct IdentityArgs {
     /// The base URL of links in emails (invitations, email verification).
     #[arg(long, env = "TANDEM_PUBLIC_URL", default_value = "http://localhost:8080")]
     public_url: String,
+    #[command(flatten)]
+    mail: MailSettings,
 }
 
 #[tokio::main]
@@ -79,7 +81,7 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
         signing_key: signing_key(args.jwt_signing_key_file.as_deref())?,
         link_base: args.public_url,
     };
-    let (identity, relay) = Identity::start(db.clone(), settings, Ports::standard()?, bus).await?;
+    let (identity, relay) = Identity::start(db.clone(), settings, Ports::standard(&args.mail)?, bus).await?;
 
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services = tandem_identity::api::services(&identity, common.server.max_message_bytes)

@@ -89,6 +89,42 @@ impl Mailer for LogMailer {
     }
 }
 
+/// Sends through an SMTP relay (`smtp://host:port`), as a cluster's mail relay or a local
+/// MTA accepts it: plain SMTP, no authentication; the relay handles delivery.
+pub struct SmtpMailer {
+    from: lettre::message::Mailbox,
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+}
+
+impl SmtpMailer {
+    pub fn new(url: &str, from: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("smtp://")
+            .ok_or_else(|| anyhow::anyhow!("the SMTP relay URL must be smtp://host:port"))?;
+        let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
+            Some((host, port)) => (host, port.parse()?),
+            None => (rest.trim_end_matches('/'), 25),
+        };
+        let transport =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host).port(port).build();
+        Ok(Self { from: from.parse()?, transport })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, email: Email) -> anyhow::Result<()> {
+        use lettre::AsyncTransport;
+        let message = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(email.to.parse()?)
+            .subject(email.subject)
+            .body(email.body)?;
+        self.transport.send(message).await?;
+        Ok(())
+    }
+}
+
 /// Keeps every email, for tests and the demo.
 #[derive(Default)]
 pub struct RecordingMailer {
@@ -123,5 +159,73 @@ pub struct NoRewardsLedger;
 impl RewardsLedger for NoRewardsLedger {
     async fn team_holds_rewards(&self, _team_id: &str) -> anyhow::Result<bool> {
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{
+        io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+        net::TcpListener,
+    };
+
+    use super::*;
+
+    /// A minimal SMTP relay that accepts one message and returns what it received.
+    async fn one_message_relay(listener: TcpListener) -> String {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read, mut write) = socket.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 relay ready\r\n").await.unwrap();
+        let mut received = String::new();
+        let mut in_data = false;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            received.push_str(&line);
+            received.push('\n');
+            let reply: &[u8] = if in_data {
+                if line != "." {
+                    continue;
+                }
+                in_data = false;
+                b"250 queued\r\n"
+            } else if line.starts_with("EHLO") {
+                b"250 relay\r\n"
+            } else if line == "DATA" {
+                in_data = true;
+                b"354 go ahead\r\n"
+            } else if line == "QUIT" {
+                write.write_all(b"221 bye\r\n").await.unwrap();
+                break;
+            } else {
+                b"250 ok\r\n"
+            };
+            write.write_all(reply).await.unwrap();
+        }
+        received
+    }
+
+    #[tokio::test]
+    async fn smtp_mailer_hands_the_message_to_the_relay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = tokio::spawn(one_message_relay(listener));
+        let mailer =
+            SmtpMailer::new(&format!("smtp://127.0.0.1:{port}"), "Tandem <no-reply@tandem.example>").unwrap();
+        mailer
+            .send(Email { to: "ann@example.com".into(), subject: "Hello".into(), body: "The body".into() })
+            .await
+            .unwrap();
+        drop(mailer);
+        let received = tokio::time::timeout(std::time::Duration::from_secs(5), relay).await.unwrap().unwrap();
+        assert!(received.contains("RCPT TO:<ann@example.com>"), "{received}");
+        assert!(received.contains("Subject: Hello"), "{received}");
+        assert!(received.contains("The body"), "{received}");
+    }
+
+    #[test]
+    fn smtp_urls_are_checked() {
+        assert!(SmtpMailer::new("http://x", "a@b.co").is_err());
+        assert!(SmtpMailer::new("smtp://relay:notaport", "a@b.co").is_err());
+        assert!(SmtpMailer::new("smtp://relay", "a@b.co").is_ok());
     }
 }

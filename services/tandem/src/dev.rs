@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
-use tandem_identity::{Identity, Ports, Settings, domain::secrets::SigningKeyPair};
+use tandem_identity::{Identity, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair};
 use tandem_platform::{
     bus::{EventBus, InProcessBus},
     db::{Db, DbOptions},
@@ -31,6 +31,8 @@ pub struct DevArgs {
     pub admin_email: Option<String>,
     #[arg(long, env = "TANDEM_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    #[command(flatten)]
+    pub mail: MailSettings,
 }
 
 /// The signing key kept in the data directory, so tokens survive a restart.
@@ -68,7 +70,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let settings =
         Settings { signing_key: signing_key(&args.data_dir)?, link_base: format!("http://{}", args.listen) };
     let (identity, identity_relay) =
-        Identity::start(identity_db.clone(), settings, Ports::standard()?, bus.clone()).await?;
+        Identity::start(identity_db.clone(), settings, Ports::standard(&args.mail)?, bus.clone()).await?;
     let identity_migrated = MigratedDb::new(identity_db.clone(), tandem_identity::MIGRATIONS);
     // Migrate before serving: on an existing data directory this is a few milliseconds.
     tandem_platform::server::Readiness::check(identity_migrated.as_ref()).await?;
