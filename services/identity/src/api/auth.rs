@@ -138,9 +138,12 @@ impl Identity {
 
     async fn issue_tokens(&self, user: &UserRow) -> Result<(String, String)> {
         let now = now_micros();
+        // Never issued before the user's tokens count again (a reactivation within the second
+        // of the deactivation that voided the earlier ones).
+        let issued_at = (now / MICROS_PER_SECOND).max(user.tokens_valid_after);
         let access = self
             .keys
-            .sign(&user.id, user.staff_role.as_deref(), now / MICROS_PER_SECOND, ACCESS_TTL_SECS)
+            .sign(&user.id, user.staff_role.as_deref(), issued_at, ACCESS_TTL_SECS)
             .map_err(IdentityError::Internal)?;
         let refresh = new_token();
         let mut conn = self.db.pool().acquire().await?;

@@ -103,7 +103,10 @@ impl IdentityApi {
         }
         let now = now_micros();
         let mut tx = self.db.begin().await?;
-        if !store::set_user_active(&mut tx, user_id, active, now / MICROS_PER_SECOND).await? {
+        // Token times are whole seconds: void every token of the current second too (new
+        // tokens are issued no earlier than this, see `issue_tokens`).
+        let tokens_valid_after = now / MICROS_PER_SECOND + 1;
+        if !store::set_user_active(&mut tx, user_id, active, tokens_valid_after).await? {
             return Err(IdentityError::NotFound("user"));
         }
         if !active {

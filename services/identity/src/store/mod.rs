@@ -173,14 +173,15 @@ pub async fn list_users(c: &mut Conn, after: &str, limit: i64) -> R<Vec<UserRow>
         .await?)
 }
 
-/// Activates or deactivates; deactivation also voids every token issued before `now_secs`.
-pub async fn set_user_active(c: &mut Conn, id: &str, active: bool, now_secs: i64) -> R<bool> {
+/// Activates or deactivates; deactivation also voids every token issued before
+/// `tokens_valid_after` (seconds).
+pub async fn set_user_active(c: &mut Conn, id: &str, active: bool, tokens_valid_after: i64) -> R<bool> {
     let q = if active {
         sqlx::query("UPDATE users SET active = 1 WHERE id = $1").bind(id)
     } else {
         sqlx::query("UPDATE users SET active = 0, tokens_valid_after = $2 WHERE id = $1")
             .bind(id)
-            .bind(now_secs)
+            .bind(tokens_valid_after)
     };
     Ok(q.execute(c).await?.rows_affected() == 1)
 }
