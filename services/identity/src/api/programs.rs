@@ -1,6 +1,7 @@
 //! `ProgramService`: the vendor's partner programs; team and individual enrolment.
 
 use tandem_platform::{
+    FieldViolation,
     auth::Caller,
     db::DbError,
     ids::new_id,
@@ -184,8 +185,15 @@ impl IdentityApi {
         let pb::ListEnrollmentsRequest { program_id, page_size, page_token } = request.into_inner();
         Validator::new().id("program_id", "prog", &program_id).finish()?;
         let page = Page::parse(page_size, &page_token)?;
+        // The key of the last enrolment returned: `team_id/user_id` (ids hold no `/`).
+        let after = match &page.after {
+            None => ("", ""),
+            Some(key) => key.split_once('/').ok_or_else(|| {
+                IdentityError::Invalid(vec![FieldViolation::new("page_token", "is not a token of this list")])
+            })?,
+        };
         let mut conn = self.db.pool().acquire().await?;
-        let rows = store::list_enrollments(&mut conn, &program_id, page.after_key(), page.limit()).await?;
+        let rows = store::list_enrollments(&mut conn, &program_id, after, page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |e| format!("{}/{}", e.team_id, e.user_id));
         Ok(pb::ListEnrollmentsResponse {
             enrollments: rows.iter().map(convert::enrollment).collect(),

@@ -589,18 +589,23 @@ pub async fn delete_enrollment(c: &mut Conn, program_id: &str, team_id: &str, us
         == 1)
 }
 
+/// A program's enrolments in `(team_id, user_id)` order, after the pair `after`. The pair is
+/// compared column by column, as the `ORDER BY` sorts: a concatenated key would sort otherwise
+/// under collations that ignore punctuation (glibc's `en_US.UTF-8`), and pages would skip rows.
 pub async fn list_enrollments(
     c: &mut Conn,
     program_id: &str,
-    after: &str,
+    after: (&str, &str),
     limit: i64,
 ) -> R<Vec<EnrollmentRow>> {
     Ok(sqlx::query_as(
         "SELECT program_id, team_id, user_id, create_time FROM enrollments \
-         WHERE program_id = $1 AND (team_id || '/' || user_id) > $2 ORDER BY team_id, user_id LIMIT $3",
+         WHERE program_id = $1 AND (team_id > $2 OR (team_id = $2 AND user_id > $3)) \
+         ORDER BY team_id, user_id LIMIT $4",
     )
     .bind(program_id)
-    .bind(after)
+    .bind(after.0)
+    .bind(after.1)
     .bind(limit)
     .fetch_all(c)
     .await?)
