@@ -3,8 +3,12 @@
 
 use std::{env, path::PathBuf};
 
-const PROTOS: &[&str] =
-    &["tandem/common/v1/common.proto", "tandem/events/v1/events.proto", "tandem/identity/v1/identity.proto"];
+const PROTOS: &[&str] = &[
+    "tandem/common/v1/common.proto",
+    "tandem/events/v1/events.proto",
+    "tandem/identity/v1/identity.proto",
+    "tandem/tiers/v1/tiers.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);

@@ -27,3 +27,9 @@ pub mod identity {
         tonic::include_proto!("tandem.identity.v1");
     }
 }
+
+pub mod tiers {
+    pub mod v1 {
+        tonic::include_proto!("tandem.tiers.v1");
+    }
+}
