@@ -1,0 +1,207 @@
+//! The `DealClosed` handler, called directly with constructed events (deals and its producer
+//! do not exist yet): points once per event, managed points split with the client's other
+//! managing partners, and `TierChanged` in the outbox in the same transaction.
+
+mod common;
+
+use common::{Harness, req};
+use prost::Message;
+use tandem_platform::{ids::new_id, testing::TestDb, time::to_timestamp};
+use tandem_proto::{
+    common::v1::Money,
+    events::v1::{DealClosed, DealKind, Event, event::Payload},
+    tiers::v1 as pb,
+};
+
+fn deal(h: &Harness, team: &str, client: &str, usd_cents: i64, will_manage: bool) -> Event {
+    Event {
+        id: new_id("evt"),
+        aggregate_id: new_id("deal"),
+        occur_time: Some(to_timestamp(tandem_platform::time::now_micros())),
+        source: "deals".into(),
+        headers: Default::default(),
+        payload: Some(Payload::DealClosed(DealClosed {
+            deal_id: new_id("deal"),
+            team_id: team.into(),
+            program_id: h.program.clone(),
+            client_id: client.into(),
+            client_domain: client.into(),
+            amount: Some(Money { currency_code: "USD".into(), amount_minor: usd_cents }),
+            client_market: "US".into(),
+            deal_type: DealKind::NewBusiness.into(),
+            won: true,
+            close_time: Some(to_timestamp(tandem_platform::time::now_micros())),
+            will_manage,
+        })),
+    }
+}
+
+async fn status(h: &Harness, team: &str) -> pb::GetTierStatusResponse {
+    h.points
+        .clone()
+        .get_tier_status(req(
+            &h.staff,
+            pb::GetTierStatusRequest {
+                team_id: team.into(),
+                program_id: h.program.clone(),
+                target_tier_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The `TierChanged` events in the outbox, oldest first.
+async fn tier_changes(h: &Harness) -> Vec<tandem_proto::events::v1::TierChanged> {
+    use base64::Engine;
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT stream, payload FROM outbox ORDER BY seq")
+        .fetch_all(h.db.pool())
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter(|(stream, _)| stream == tandem_tiers::STREAM)
+        .filter_map(|(_, payload)| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(payload).unwrap();
+            match Event::decode(bytes.as_slice()).unwrap().payload {
+                Some(Payload::TierChanged(t)) => Some(t),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+async fn a_won_deal_credits_points_once_and_changes_the_tier(db: TestDb) {
+    let h = Harness::start(db).await;
+    let gold = h
+        .tier
+        .clone()
+        .create_tier(req(
+            &h.staff,
+            pb::CreateTierRequest {
+                program_id: h.program.clone(),
+                name: "Gold".into(),
+                rank: 1,
+                points_threshold: 100,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tier
+        .unwrap();
+    let handler = h.tiers.deal_handler();
+    // 1 234.56 USD → 123 sold points; will manage alone → 123 managed.
+    let event = deal(&h, &h.team, "acme.example", 123_456, true);
+    handler.handle(&event).await.unwrap();
+    // The same event delivered again changes nothing.
+    handler.handle(&event).await.unwrap();
+    let s = status(&h, &h.team).await;
+    assert_eq!((s.sold_points, s.managed_points), (123, 123));
+    assert_eq!(s.sourced_amount_12m.unwrap().amount_minor, 123_456);
+    assert_eq!(s.credited_tier.unwrap().id, gold.id);
+    let changes = tier_changes(&h).await;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].tier_id.as_str(), changes[0].tier_name.as_str(), changes[0].previous_tier_id.as_str()),
+        (gold.id.as_str(), "Gold", "")
+    );
+    assert_eq!(changes[0].team_id, h.team);
+
+    // Another deal keeps the tier: no second event.
+    handler.handle(&deal(&h, &h.team, "beta.example", 50_000, false)).await.unwrap();
+    assert_eq!(status(&h, &h.team).await.sold_points, 173);
+    assert_eq!(tier_changes(&h).await.len(), 1);
+
+    // Lost deals and deals outside a program earn nothing.
+    let mut lost = deal(&h, &h.team, "acme.example", 1_000_000, true);
+    if let Some(Payload::DealClosed(d)) = &mut lost.payload {
+        d.won = false;
+    }
+    handler.handle(&lost).await.unwrap();
+    let mut no_program = deal(&h, &h.team, "acme.example", 1_000_000, true);
+    if let Some(Payload::DealClosed(d)) = &mut no_program.payload {
+        d.program_id.clear();
+    }
+    handler.handle(&no_program).await.unwrap();
+    assert_eq!(status(&h, &h.team).await.total_points, 173 + 123);
+}
+
+async fn managed_points_are_split_with_the_other_managing_partners(db: TestDb) {
+    let h = Harness::start(db).await;
+    let handler = h.tiers.deal_handler();
+    let third = new_id("team");
+    // The other team manages the client first: 300 sold, 300 managed.
+    handler.handle(&deal(&h, &h.other_team, "shared.example", 300_000, true)).await.unwrap();
+    // A third team sells without managing: it does not become a managing partner.
+    handler.handle(&deal(&h, &third, "shared.example", 100_000, false)).await.unwrap();
+    // Our team sells 1 000 USD and will manage: 100 sold, managed split with one other → 50 each.
+    handler.handle(&deal(&h, &h.team, "shared.example", 100_000, true)).await.unwrap();
+    let ours = status(&h, &h.team).await;
+    assert_eq!((ours.sold_points, ours.managed_points), (100, 50));
+    let theirs = status(&h, &h.other_team).await;
+    assert_eq!((theirs.sold_points, theirs.managed_points), (300, 350));
+    let third_status = status(&h, &third).await;
+    assert_eq!((third_status.sold_points, third_status.managed_points), (100, 0));
+    // Now two others manage it: 100 sold-equivalent points, a third each, rounded down.
+    handler.handle(&deal(&h, &third, "shared.example", 100_000, true)).await.unwrap();
+    let third_status = status(&h, &third).await;
+    assert_eq!((third_status.sold_points, third_status.managed_points), (200, 33));
+    assert_eq!(status(&h, &h.team).await.managed_points, 50 + 33);
+    assert_eq!(status(&h, &h.other_team).await.managed_points, 350 + 33);
+}
+
+async fn a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_exists(db: TestDb) {
+    let h = Harness::start(db).await;
+    let handler = h.tiers.deal_handler();
+    let mut event = deal(&h, &h.team, "eu.example", 100_000, false);
+    if let Some(Payload::DealClosed(d)) = &mut event.payload {
+        d.amount = Some(Money { currency_code: "EUR".into(), amount_minor: 100_000 });
+        d.client_market = "BR".into();
+    }
+    assert!(handler.handle(&event).await.is_err());
+    assert_eq!(status(&h, &h.team).await.sold_points, 0);
+    let mut rates = h.rates.clone();
+    rates
+        .set_exchange_rate(req(
+            &h.staff,
+            pb::SetExchangeRateRequest { currency_code: "EUR".into(), usd_per_unit: "1.1".into() },
+        ))
+        .await
+        .unwrap();
+    rates
+        .set_market_multiplier(req(
+            &h.staff,
+            pb::SetMarketMultiplierRequest { country_code: "BR".into(), multiplier: "1.5".into() },
+        ))
+        .await
+        .unwrap();
+    // Redelivered: 1 000 EUR = 1 100 USD, × 1.5 → 165 points, in a growth market.
+    handler.handle(&event).await.unwrap();
+    let s = status(&h, &h.team).await;
+    assert_eq!((s.sold_points, s.sourced_amount_12m.unwrap().amount_minor), (165, 110_000));
+    let history = h
+        .points
+        .clone()
+        .get_client_points(req(
+            &h.member,
+            pb::GetClientPointsRequest {
+                team_id: h.team.clone(),
+                program_id: h.program.clone(),
+                client_id: "eu.example".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(history.entries.len(), 1);
+    assert_eq!(history.entries[0].market_type, i32::from(pb::MarketType::Growth));
+    assert_eq!(history.entries[0].deal_type, i32::from(pb::DealType::NewBusiness));
+}
+
+tandem_platform::backend_tests!(
+    a_won_deal_credits_points_once_and_changes_the_tier,
+    managed_points_are_split_with_the_other_managing_partners,
+    a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_exists,
+);
