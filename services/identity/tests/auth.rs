@@ -251,6 +251,44 @@ async fn deactivation_and_reactivation(db: TestDb) {
     app.teams().list_teams(pat_session.req(pb::ListTeamsRequest::default())).await.must();
     assert!(app.check_permission(&app.admin, &pat.id, &team.id, pb::Permission::TeamView).await);
 
+    // Staff users: created by staff admins only, with a known role, each email once.
+    let create = |by: &Session, email: &str, role: i32| {
+        let request = by.req(pb::CreateStaffUserRequest {
+            email: email.into(),
+            display_name: "Staff".into(),
+            password: PASSWORD.into(),
+            role,
+        });
+        let mut client = app.staff();
+        async move { client.create_staff_user(request).await }
+    };
+    let finance = StaffRole::Finance as i32;
+    create(&manager, "f@vendor.example", finance).await.fails(Code::PermissionDenied);
+    create(&pat_session, "f@vendor.example", finance).await.fails(Code::PermissionDenied);
+    create(&app.admin, "f@vendor.example", 0).await.invalid(&["role"]);
+    create(&app.admin, "manager@vendor.example", finance)
+        .await
+        .refused(Code::AlreadyExists, "ALREADY_EXISTS");
+    let staff = create(&app.admin, "f@vendor.example", finance).await.must().user.unwrap();
+    assert_eq!(staff.staff_role(), StaffRole::Finance);
+    let me = app.auth().get_current_user(manager.req(pb::GetCurrentUserRequest {})).await.must();
+    assert_eq!(me.user.unwrap().staff_role(), StaffRole::ChannelManager);
+    assert!(me.memberships.is_empty(), "staff belong to no partner team");
+    // The bootstrap admin is created once: starting again with other settings changes nothing.
+    app.identity.bootstrap_admin(ADMIN_EMAIL, "another password").await.map_err(tonic::Status::from).unwrap();
+    app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let users = app.staff().list_users(app.admin.req(pb::ListUsersRequest::default())).await.must().users;
+    assert_eq!(users.iter().filter(|u| u.staff_role() == StaffRole::Admin).count(), 1);
+    let program = app.create_program("Resellers").await;
+    let join = pb::JoinProgramRequest { program_id: program.id.clone(), team_id: String::new() };
+    app.programs().join_program(pat_session.req(join)).await.must();
+    let access = async || {
+        let request =
+            pb::CheckProgramAccessRequest { program_id: program.id.clone(), user_id: pat.id.clone() };
+        app.programs().check_program_access(app.admin.req(request)).await.must().allowed
+    };
+    assert!(access().await);
+
     let user = app.staff().deactivate_user(app.admin.req(deactivate(&pat.id))).await.must().user.unwrap();
     assert!(!user.active);
 
@@ -274,9 +312,10 @@ async fn deactivation_and_reactivation(db: TestDb) {
         .refused(Code::Unauthenticated, "INVALID_CREDENTIALS");
     // The other services' permission check says no for an inactive user.
     assert!(!app.check_permission(&app.admin, &pat.id, &team.id, pb::Permission::TeamView).await);
-    // Staff list them as inactive.
+    // Staff list them as inactive; they lose program access.
     let users = app.staff().list_users(app.admin.req(pb::ListUsersRequest::default())).await.must().users;
     assert!(!users.iter().find(|u| u.id == pat.id).unwrap().active);
+    assert!(!access().await);
 
     // Reactivation: the user authenticates again; the new token works, the old one stays dead.
     let user = app.staff().activate_user(app.admin.req(activate(&pat.id))).await.must().user.unwrap();
@@ -284,6 +323,7 @@ async fn deactivation_and_reactivation(db: TestDb) {
     let again = app.login(&pat.email, PASSWORD).await;
     app.teams().list_teams(again.req(pb::ListTeamsRequest::default())).await.must();
     assert!(app.check_permission(&again, &pat.id, &team.id, pb::Permission::TeamView).await);
+    assert!(access().await);
     app.teams()
         .list_teams(pat_session.req(pb::ListTeamsRequest::default()))
         .await

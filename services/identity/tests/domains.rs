@@ -84,7 +84,10 @@ async fn domains_are_proved_then_admit_verified_users(db: TestDb) {
     join(&unverified).await.refused(Code::FailedPrecondition, "EMAIL_NOT_VERIFIED");
     join(&elsewhere).await.refused(Code::FailedPrecondition, "EMAIL_DOMAIN_MISMATCH");
     join(&app.admin).await.fails(Code::PermissionDenied);
+    let view = pb::Permission::TeamView;
+    assert!(!app.check_permission(&verified, &verified.user_id, &team.id, view).await);
     let member = join(&verified).await.must().member.unwrap();
+    assert!(app.check_permission(&verified, &verified.user_id, &team.id, view).await, "at once");
     assert_eq!((member.user_id.as_str(), member.role()), (verified.user_id.as_str(), TeamRole::Member));
     assert_eq!(member.team_id, team.id);
     join(&verified).await.refused(Code::AlreadyExists, "ALREADY_MEMBER");

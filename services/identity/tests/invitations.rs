@@ -73,7 +73,10 @@ async fn invitations_by_email_and_by_link(db: TestDb) {
         .refused(Code::FailedPrecondition, "INVITATION_EMAIL_MISMATCH");
     // Nor vendor staff.
     app.accept_signed_in(&app.admin, &invitation.token).await.fails(Code::PermissionDenied);
+    let view = tandem_proto::identity::v1::Permission::TeamView;
+    assert!(!app.check_permission(&existing, &existing.user_id, &team.id, view).await);
     let member = app.accept_signed_in(&existing, &invitation.token).await.must().member.unwrap();
+    assert!(app.check_permission(&existing, &existing.user_id, &team.id, view).await, "at once");
     assert_eq!((member.user_id.as_str(), member.role()), (existing.user_id.as_str(), TeamRole::Admin));
     // Inviting a member again is a duplicate.
     app.invitations()

@@ -152,6 +152,7 @@ async fn team_deletion(db: TestDb) {
     delete().await.refused(Code::FailedPrecondition, "TEAM_HOLDS_REWARDS");
     app.get_team(&owner, &team.id).await.must();
     app.rewards.set_holds_rewards(false);
+    assert!(app.check_permission(&owner, &owner.user_id, &team.id, Permission::TeamView).await);
     delete().await.must();
 
     // Gone for good, and with it what hung on it.

@@ -50,7 +50,7 @@ pub use tandem_platform::backend_tests;
 
 pub const PASSWORD: &str = "correct horse battery";
 pub const ADMIN_EMAIL: &str = "admin@vendor.example";
-const ADMIN_PASSWORD: &str = "staff admin password";
+pub const ADMIN_PASSWORD: &str = "staff admin password";
 
 /// The rewards ledger (commissions) as a switch the test flips.
 #[derive(Default)]
@@ -112,6 +112,8 @@ pub struct TestApp {
     /// The key the server signs access tokens with (tests forge tokens with it).
     pub signing_key: ed25519_dalek::SigningKey,
     pub admin: Session,
+    /// The service itself, for what is not an RPC (the bootstrap admin).
+    pub identity: Arc<Identity>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     // Dropped last: the database outlives the server that uses it.
     _database: TestDb,
@@ -174,6 +176,7 @@ impl TestApp {
         identity.bootstrap_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await.map_err(Status::from).expect("admin");
 
         let mut app = Self {
+            identity,
             channel,
             mailer,
             txt,
