@@ -88,7 +88,9 @@ impl ServiceSet {
 
     /// Joins another service's set into this one (`tandem dev` serves all on one address).
     pub fn merge(mut self, other: ServiceSet) -> Self {
-        let router = self.routes.into_axum_router().merge(other.routes.into_axum_router());
+        // Both routers carry tonic's UNIMPLEMENTED fallback, which `Router::merge` refuses:
+        // the other set becomes this one's fallback, so its routes answer what ours do not.
+        let router = self.routes.into_axum_router().fallback_service(other.routes.into_axum_router());
         self.routes = Routes::from(router);
         self.names.extend(other.names);
         self.readiness.extend(other.readiness);

@@ -7,9 +7,11 @@ use tandem_identity::{Identity, MailSettings, Ports, Settings, domain::secrets::
 use tandem_platform::{
     bus::{EventBus, InProcessBus},
     db::{Db, DbOptions},
+    outbox::OutboxRelay,
     server::{MigratedDb, Server, ServerOptions, shutdown_signal},
     telemetry,
 };
+use tandem_tiers::Tiers;
 
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
@@ -76,8 +78,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tandem_platform::server::Readiness::check(identity_migrated.as_ref()).await?;
     tokio::spawn(identity_relay.run(stopped()));
 
-    let services = tandem_identity::api::services(&identity, ServerOptions::default().max_message_bytes)
-        .ready_when(identity_migrated);
+    // tiers: identity answers its permission checks in process; won deals reach it from the
+    // deals stream.
+    let tiers_db = sqlite(&args.data_dir, "tiers")?;
+    let tiers_relay = OutboxRelay::new(tiers_db.clone(), bus.clone());
+    let tiers = Tiers::new(tiers_db.clone(), identity.clone(), tiers_relay.waker());
+    bus.subscribe(tandem_tiers::DEALS_STREAM, tandem_tiers::DEALS_CONSUMER, tiers.deal_handler()).await?;
+    let tiers_migrated = MigratedDb::new(tiers_db.clone(), tandem_tiers::MIGRATIONS);
+    tandem_platform::server::Readiness::check(tiers_migrated.as_ref()).await?;
+    tokio::spawn(tiers_relay.run(stopped()));
+
+    let max_message_bytes = ServerOptions::default().max_message_bytes;
+    let services = tandem_identity::api::services(&identity, max_message_bytes)
+        .ready_when(identity_migrated)
+        .merge(tandem_tiers::api::services(&tiers, max_message_bytes).ready_when(tiers_migrated));
     let options = ServerOptions { listen: args.listen, ..ServerOptions::default() };
     let server = Server::build(options, services, identity.authenticator()).await?;
     let addr = server.local_addr();
@@ -96,7 +110,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         crate::demo::load(&identity, addr).await?;
     }
     serving.await??;
-    for db in [identity_db] {
+    for db in [identity_db, tiers_db] {
         db.close().await;
     }
     Ok(())

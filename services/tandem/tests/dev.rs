@@ -7,7 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tandem_proto::identity::v1::{AuthenticateRequest, auth_service_client::AuthServiceClient};
+use tandem_proto::{
+    common::v1::Money,
+    identity::v1::{AuthenticateRequest, auth_service_client::AuthServiceClient},
+    tiers::v1::{CalculatePointsRequest, points_service_client::PointsServiceClient},
+};
 use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -67,7 +71,7 @@ async fn wait_serving(addr: &str) -> Channel {
 async fn demo_owner_can_sign_in(channel: Channel) {
     // The demo is loaded after SERVING; give it a moment.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut auth = AuthServiceClient::new(channel);
+    let mut auth = AuthServiceClient::new(channel.clone());
     loop {
         let response = auth
             .authenticate(AuthenticateRequest {
@@ -77,13 +81,32 @@ async fn demo_owner_can_sign_in(channel: Channel) {
             .await;
         match response {
             Ok(r) => {
-                assert!(!r.get_ref().access_token.is_empty());
+                let token = r.into_inner().access_token;
+                assert!(!token.is_empty());
+                tiers_answer_with_identitys_token(channel, &token).await;
                 return;
             }
             Err(status) => assert!(Instant::now() < deadline, "demo owner cannot sign in: {status}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Tiers is served beside identity and verifies identity's tokens.
+async fn tiers_answer_with_identitys_token(channel: Channel, token: &str) {
+    let mut request = tonic::Request::new(CalculatePointsRequest {
+        amount: Some(Money { currency_code: "USD".into(), amount_minor: 123_456 }),
+        client_market: "US".into(),
+        will_manage: true,
+        other_managing_partners: 1,
+    });
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let points = PointsServiceClient::new(channel)
+        .calculate_points(request)
+        .await
+        .expect("tiers answers")
+        .into_inner();
+    assert_eq!((points.sold_points, points.managed_points, points.total_points), (123, 61, 184));
 }
 
 #[tokio::test]
@@ -101,6 +124,7 @@ async fn dev_serves_the_demo_survives_a_restart_and_stops_on_sigterm() {
     let channel = wait_serving(&second.addr).await;
     demo_owner_can_sign_in(channel).await;
     assert!(data.path().join("identity.db").exists());
+    assert!(data.path().join("tiers.db").exists());
     assert!(data.path().join("signing-key.pem").exists());
 
     let pid = second.child.id().to_string();
