@@ -32,12 +32,25 @@ pub struct Claims {
 }
 
 /// Who is calling, as a verified token says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Caller {
     pub user_id: String,
     pub staff_role: Option<StaffRole>,
     /// When the token was issued (seconds since the epoch).
     pub issued_at: i64,
+    /// The bearer token the caller presented, forwarded when a service asks identity on the
+    /// caller's behalf. Never logged.
+    pub token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("user_id", &self.user_id)
+            .field("staff_role", &self.staff_role)
+            .field("issued_at", &self.issued_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Caller {
@@ -50,6 +63,7 @@ impl Caller {
                 .and_then(StaffRole::from_str_name)
                 .filter(|r| *r != StaffRole::Unspecified),
             issued_at: claims.iat,
+            token: None,
         }
     }
 

@@ -210,7 +210,8 @@ impl Around for Authenticate {
                         ));
                     };
                     match authenticator.authenticate(token).await {
-                        Ok(caller) => {
+                        Ok(mut caller) => {
+                            caller.token = Some(token.into());
                             req.extensions_mut().insert(caller);
                         }
                         Err(err) => {
@@ -346,7 +347,7 @@ mod tests {
     impl Authenticator for OneToken {
         async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
             if token == "good" {
-                Ok(Caller { user_id: "user_1".into(), staff_role: None, issued_at: 0 })
+                Ok(Caller { user_id: "user_1".into(), staff_role: None, issued_at: 0, token: None })
             } else {
                 Err(AuthError::Invalid("bad".into()))
             }

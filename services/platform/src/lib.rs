@@ -12,6 +12,7 @@ pub mod ids;
 pub mod layers;
 pub mod outbox;
 pub mod paging;
+pub mod peers;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

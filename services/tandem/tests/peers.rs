@@ -1,0 +1,88 @@
+//! How a service other than identity reaches identity in production: the published keys
+//! verify identity's tokens, and the permission check is asked with the caller's own token.
+
+use std::sync::Arc;
+
+use tandem_identity::{Identity, Ports, Settings, domain::secrets::SigningKeyPair, ports};
+use tandem_platform::{
+    ApiError,
+    auth::{Caller, JwtVerifier, Permissions},
+    bus::InProcessBus,
+    db::{Db, DbOptions},
+    peers,
+    server::{MigratedDb, Readiness, Server, ServerOptions},
+    testing::TestDb,
+};
+use tandem_proto::identity::v1::{
+    AuthenticateRequest, Permission, SignUpRequest, auth_service_client::AuthServiceClient,
+};
+
+#[tokio::test]
+async fn a_peer_verifies_identity_tokens_and_asks_permissions_with_the_callers_token() {
+    let test = TestDb::sqlite();
+    let db = Db::connect(&test.url, &DbOptions::default()).unwrap();
+    let ports = Ports {
+        mailer: Arc::new(ports::LogMailer),
+        txt: Arc::new(ports::StaticTxt::default()),
+        rewards: Arc::new(ports::NoRewardsLedger),
+    };
+    let settings = Settings { signing_key: SigningKeyPair::generate(), link_base: "http://localhost".into() };
+    let (identity, _relay) =
+        Identity::start(db.clone(), settings, ports, Arc::new(InProcessBus::default())).await.unwrap();
+    let migrated = MigratedDb::new(db, tandem_identity::MIGRATIONS);
+    migrated.check().await.unwrap();
+    let services = tandem_identity::api::services(&identity, 1 << 20).ready_when(migrated);
+    let server = Server::build(ServerOptions::default(), services, identity.authenticator()).await.unwrap();
+    let url = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut auth = AuthServiceClient::connect(url.clone()).await.unwrap();
+    let mut sign_in = async |email: &str| {
+        let team = auth
+            .sign_up(SignUpRequest {
+                email: email.into(),
+                password: "long-enough-pw".into(),
+                display_name: "Peer Test".into(),
+                team_name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .team
+            .unwrap();
+        let token = auth
+            .authenticate(AuthenticateRequest { email: email.into(), password: "long-enough-pw".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token;
+        (team.id, token)
+    };
+    let (own_team, token) = sign_in("ann@peer.example").await;
+    let (other_team, _) = sign_in("bob@peer.example").await;
+
+    let peer = peers::Identity::connect(&url).unwrap();
+    let verifier = JwtVerifier::new(peer.keys().await.unwrap());
+    let claims = verifier.verify(&token).await.expect("identity's token verifies with its published keys");
+    let mut caller = Caller::from_claims(&claims);
+    caller.token = Some(token.as_str().into());
+
+    assert!(peer.check(&caller, &own_team, Permission::TeamView).await.unwrap());
+    assert!(peer.check(&caller, &own_team, Permission::RewardsWithdraw).await.unwrap());
+    assert!(!peer.check(&caller, &other_team, Permission::TeamView).await.unwrap());
+
+    let tokenless = Caller { token: None, ..caller.clone() };
+    assert!(matches!(
+        peer.check(&tokenless, &own_team, Permission::TeamView).await,
+        Err(ApiError::Unauthenticated(_))
+    ));
+    let forged = Caller { token: Some("not-a-token".into()), ..caller };
+    assert!(matches!(
+        peer.check(&forged, &own_team, Permission::TeamView).await,
+        Err(ApiError::Unauthenticated(_))
+    ));
+    let _ = stop.send(());
+}
