@@ -12,9 +12,6 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Redis, for the event bus and caches (production).
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
     /// OTLP/gRPC collector for traces; none when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otel_endpoint: Option<String>,
