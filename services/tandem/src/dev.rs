@@ -87,6 +87,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let tiers_migrated = MigratedDb::new(tiers_db.clone(), tandem_tiers::MIGRATIONS);
     tandem_platform::server::Readiness::check(tiers_migrated.as_ref()).await?;
     tokio::spawn(tiers_relay.run(stopped()));
+    tokio::spawn(tiers.clone().run_sweeper(tandem_tiers::SWEEP_INTERVAL, stopped()));
 
     let max_message_bytes = ServerOptions::default().max_message_bytes;
     let services = tandem_identity::api::services(&identity, max_message_bytes)

@@ -3,7 +3,11 @@
 
 use rust_decimal::Decimal;
 use sqlx::AnyConnection;
-use tandem_platform::{db::Tx, outbox, time::Micros};
+use tandem_platform::{
+    db::{Db, Tx},
+    outbox,
+    time::Micros,
+};
 use tandem_proto::{
     common::v1::ErrorReason,
     events::v1::{TierChanged, event::Payload},
@@ -122,4 +126,30 @@ pub async fn refresh_credited_tier(
     };
     outbox::enqueue(tx, STREAM, SOURCE, team_id, Payload::TierChanged(event)).await?;
     Ok(true)
+}
+
+/// Recomputes every tracked team's credited tier at `now`, so that changes nobody acted on —
+/// points that expired, certifications that lapsed, tiers redefined — are recorded and
+/// announced with `TierChanged` like any other. One short transaction per team. Returns how
+/// many teams changed tier.
+pub async fn sweep(db: &Db, now: Micros) -> Result<usize> {
+    const BATCH: i64 = 500;
+    let (mut program, mut team) = (String::new(), String::new());
+    let mut changed = 0;
+    loop {
+        let mut conn = db.pool().acquire().await?;
+        let batch = store::standings_after(&mut conn, &program, &team, BATCH).await?;
+        drop(conn);
+        for (program_id, team_id) in &batch {
+            let mut tx = db.begin().await?;
+            if refresh_credited_tier(&mut tx, program_id, team_id, now).await? {
+                changed += 1;
+            }
+            tx.commit().await?;
+        }
+        match batch.last() {
+            Some((p, t)) if batch.len() as i64 == BATCH => (program, team) = (p.clone(), t.clone()),
+            _ => return Ok(changed),
+        }
+    }
 }

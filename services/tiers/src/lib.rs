@@ -9,12 +9,13 @@ pub mod error;
 pub mod ledger;
 pub mod store;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tandem_platform::{
     auth::Permissions,
     bus::EventHandler,
     db::{Db, MigrationSource, Tx},
+    time::now_micros,
 };
 use tokio::sync::Notify;
 
@@ -35,13 +36,18 @@ pub struct Tiers {
     db: Db,
     permissions: Arc<dyn Permissions>,
     relay: Arc<Notify>,
+    /// Wakes the sweeper at once (tier definitions changed).
+    sweep: Notify,
 }
+
+/// How often every team's credited tier is recomputed for the changes time makes.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Tiers {
     /// `permissions` answers whether a caller may see a team (identity, in process or over
     /// gRPC); `relay` is woken after each commit that wrote to the outbox.
     pub fn new(db: Db, permissions: Arc<dyn Permissions>, relay: Arc<Notify>) -> Arc<Self> {
-        Arc::new(Self { db, permissions, relay })
+        Arc::new(Self { db, permissions, relay, sweep: Notify::new() })
     }
 
     pub fn db(&self) -> &Db {
@@ -53,6 +59,31 @@ impl Tiers {
         tx.commit().await?;
         self.relay.notify_one();
         Ok(())
+    }
+
+    /// Recomputes credited tiers every `interval` and whenever tier definitions change, until
+    /// `stop` resolves.
+    pub async fn run_sweeper(
+        self: Arc<Self>,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.sweep.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+            match ledger::sweep(&self.db, now_micros()).await {
+                Ok(0) => {}
+                Ok(changed) => {
+                    tracing::info!(changed, "credited tiers changed with time or tier definitions");
+                    self.relay.notify_one();
+                }
+                Err(err) => tracing::warn!(error = %err, "tier sweep failed; will retry"),
+            }
+        }
     }
 
     /// Applies `DealClosed` events of the deals stream: points for won deals.

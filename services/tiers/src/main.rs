@@ -81,8 +81,12 @@ async fn serve(args: TiersArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn({
         let mut stop = stop_rx.clone();
+        let mut stop_sweeper = stop_rx.clone();
         async move {
             migrated.migrated().await;
+            tokio::spawn(tiers.run_sweeper(tandem_tiers::SWEEP_INTERVAL, async move {
+                let _ = stop_sweeper.wait_for(|s| *s).await;
+            }));
             relay
                 .run(async move {
                     let _ = stop.wait_for(|s| *s).await;

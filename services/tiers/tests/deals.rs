@@ -200,7 +200,60 @@ async fn a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_
     assert_eq!(history.entries[0].deal_type, i32::from(pb::DealType::NewBusiness));
 }
 
+/// The sweep announces what time and tier redefinitions change: expired points drop a team
+/// out of its tier, a raised threshold too, each with one `TierChanged`.
+async fn the_sweep_announces_tier_changes_nobody_acted_on(db: TestDb) {
+    let h = Harness::start(db).await;
+    let create = |rank: i32, threshold: i64| {
+        let mut tiers = h.tier.clone();
+        let request = req(
+            &h.staff,
+            pb::CreateTierRequest {
+                program_id: h.program.clone(),
+                name: format!("Tier {rank}"),
+                rank,
+                points_threshold: threshold,
+                ..Default::default()
+            },
+        );
+        async move { tiers.create_tier(request).await.unwrap().into_inner().tier.unwrap() }
+    };
+    let silver = create(1, 50).await;
+    let gold = create(2, 100).await;
+    h.tiers.deal_handler().handle(&deal(&h, &h.team, "acme.example", 150_000, false)).await.unwrap();
+    assert_eq!(status(&h, &h.team).await.credited_tier.unwrap().id, gold.id);
+    let now = tandem_platform::time::now_micros();
+    assert_eq!(tandem_tiers::ledger::sweep(h.tiers.db(), now).await.unwrap(), 0, "nothing changed yet");
+
+    // Gold now asks for more than the team has: it falls back to silver.
+    h.tier
+        .clone()
+        .update_tier(req(
+            &h.staff,
+            pb::UpdateTierRequest {
+                tier: Some(pb::Tier { id: gold.id.clone(), points_threshold: 1_000, ..Default::default() }),
+                update_mask: Some(prost_types::FieldMask { paths: vec!["points_threshold".into()] }),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(tandem_tiers::ledger::sweep(h.tiers.db(), now).await.unwrap(), 1);
+    let last = tier_changes(&h).await.pop().unwrap();
+    assert_eq!(
+        (last.tier_id.as_str(), last.previous_tier_id.as_str()),
+        (silver.id.as_str(), gold.id.as_str())
+    );
+
+    // Thirteen months on, the points have expired: no tier at all, announced once.
+    let later = now + 400 * tandem_platform::time::MICROS_PER_DAY;
+    assert_eq!(tandem_tiers::ledger::sweep(h.tiers.db(), later).await.unwrap(), 1);
+    assert_eq!(tandem_tiers::ledger::sweep(h.tiers.db(), later).await.unwrap(), 0);
+    let last = tier_changes(&h).await.pop().unwrap();
+    assert_eq!((last.tier_id.as_str(), last.previous_tier_id.as_str()), ("", silver.id.as_str()));
+}
+
 tandem_platform::backend_tests!(
+    the_sweep_announces_tier_changes_nobody_acted_on,
     a_won_deal_credits_points_once_and_changes_the_tier,
     managed_points_are_split_with_the_other_managing_partners,
     a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_exists,

@@ -88,6 +88,7 @@ impl TiersApi {
         v.finish()?;
         let mut conn = self.db.pool().acquire().await?;
         store::insert_tier(&mut conn, &tier).await.map_err(duplicate)?;
+        self.sweep.notify_one();
         Ok(pb::CreateTierResponse { tier: Some(convert::tier(&tier)) })
     }
 
@@ -154,6 +155,7 @@ impl TiersApi {
         row.update_time = now_micros();
         store::update_tier(&mut tx, &row).await.map_err(duplicate)?;
         self.commit(tx).await?;
+        self.sweep.notify_one();
         Ok(pb::UpdateTierResponse { tier: Some(convert::tier(&row)) })
     }
 

@@ -524,6 +524,24 @@ pub async fn set_credited_tier(
 }
 
 /// The credited tier last recorded for the team: `None` when never recorded.
+/// The (program, team) pairs whose credited tier is tracked, after a key, in key order.
+pub async fn standings_after(
+    c: &mut Conn,
+    program_id: &str,
+    team_id: &str,
+    limit: i64,
+) -> R<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT program_id, team_id FROM credited_tiers WHERE program_id > $1 OR (program_id = $1 AND team_id > $2) \
+         ORDER BY program_id, team_id LIMIT $3",
+    )
+    .bind(program_id)
+    .bind(team_id)
+    .bind(limit)
+    .fetch_all(c)
+    .await?)
+}
+
 pub async fn recorded_credited_tier(c: &mut Conn, program_id: &str, team_id: &str) -> R<Option<String>> {
     let row: Option<(String,)> =
         sqlx::query_as("SELECT tier_id FROM credited_tiers WHERE program_id = $1 AND team_id = $2")
