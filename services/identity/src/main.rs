@@ -8,7 +8,7 @@ use tandem_platform::{
     bus::{EventBus, InProcessBus},
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
-    server::{MigratedDb, Server, shutdown_signal},
+    server::{MigratedDb, Server, Shutdown},
     telemetry,
 };
 
@@ -89,12 +89,11 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
     let server =
         Server::build(common.server.options(common.listen), services, identity.authenticator()).await?;
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = Shutdown::default();
     tokio::spawn({
         let identity = identity.clone();
-        let migrated = migrated.clone();
         let admin = args.admin_email.zip(args.admin_password);
-        let mut stop = stop_rx.clone();
+        let stopped = shutdown.requested();
         async move {
             migrated.migrated().await;
             if let Some(Err(err)) = match admin {
@@ -103,19 +102,10 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
             } {
                 tracing::error!(error = %tonic::Status::from(err).message(), "could not create the bootstrap admin");
             }
-            relay
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
+            relay.run(stopped).await;
         }
     });
-    server
-        .run_until_stopped(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        })
-        .await?;
+    server.run_until_stopped(shutdown.on_signal()).await?;
     db.close().await;
     Ok(())
 }

@@ -243,6 +243,43 @@ async fn watch_readiness(
     }
 }
 
+/// The process's shutdown, shared by the server and its background tasks (outbox relays,
+/// sweepers): [`Shutdown::on_signal`] begins it on SIGTERM or SIGINT, and every
+/// [`Shutdown::requested`] future resolves then.
+#[derive(Clone)]
+pub struct Shutdown(tokio::sync::watch::Sender<bool>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self(tokio::sync::watch::channel(false).0)
+    }
+}
+
+impl Shutdown {
+    /// Resolves once shutdown has begun: pass it to a background task's `run`.
+    pub fn requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+    }
+
+    /// Begins shutdown.
+    pub fn begin(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves on SIGTERM or SIGINT, having begun shutdown: pass it to
+    /// [`Server::run_until_stopped`].
+    pub fn on_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let this = self.clone();
+        async move {
+            shutdown_signal().await;
+            this.begin();
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -8,7 +8,7 @@ use tandem_platform::{
     bus::{EventBus, InProcessBus},
     db::{Db, DbOptions},
     outbox::OutboxRelay,
-    server::{MigratedDb, Server, ServerOptions, shutdown_signal},
+    server::{MigratedDb, Server, ServerOptions, Shutdown},
     telemetry,
 };
 use tandem_tiers::Tiers;
@@ -59,13 +59,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init("tandem", args.log_format, args.otel_endpoint.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)?;
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let shutdown = Shutdown::default();
+    let stopped = || shutdown.requested();
 
     // identity
     let identity_db = sqlite(&args.data_dir, "identity")?;
@@ -103,10 +98,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{}", tonic::Status::from(e)))?;
     }
-    let serving = tokio::spawn(server.run_until_stopped(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    }));
+    let serving = tokio::spawn(server.run_until_stopped(shutdown.on_signal()));
     if args.demo {
         crate::demo::load(&identity, addr).await?;
     }

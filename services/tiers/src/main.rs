@@ -14,7 +14,7 @@ use tandem_platform::{
     db::Db,
     outbox::OutboxRelay,
     peers,
-    server::{MigratedDb, Server, shutdown_signal},
+    server::{MigratedDb, Server, Shutdown},
     telemetry,
 };
 use tandem_tiers::{MIGRATIONS, Tiers};
@@ -78,28 +78,16 @@ async fn serve(args: TiersArgs) -> anyhow::Result<()> {
         Server::build(common.server.options(common.listen), services, Arc::new(JwtVerifier::new(keys)))
             .await?;
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = Shutdown::default();
     tokio::spawn({
-        let mut stop = stop_rx.clone();
-        let mut stop_sweeper = stop_rx.clone();
+        let (relay_stopped, sweeper_stopped) = (shutdown.requested(), shutdown.requested());
         async move {
             migrated.migrated().await;
-            tokio::spawn(tiers.run_sweeper(tandem_tiers::SWEEP_INTERVAL, async move {
-                let _ = stop_sweeper.wait_for(|s| *s).await;
-            }));
-            relay
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
+            tokio::spawn(tiers.run_sweeper(tandem_tiers::SWEEP_INTERVAL, sweeper_stopped));
+            relay.run(relay_stopped).await;
         }
     });
-    server
-        .run_until_stopped(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        })
-        .await?;
+    server.run_until_stopped(shutdown.on_signal()).await?;
     db.close().await;
     Ok(())
 }
