@@ -62,17 +62,19 @@ pub struct ServiceSet {
     pub readiness: Vec<Arc<dyn Readiness>>,
 }
 
-/// `service_set![a, b, …]`: the routes and health names of generated tonic servers.
+/// `service_set![max_message_bytes; a, b, …]`: the routes and health names of generated tonic
+/// servers, each limited to messages of `max_message_bytes` both ways.
 #[macro_export]
 macro_rules! service_set {
-    ($first:expr $(, $rest:expr)* $(,)?) => {{
+    ($max:expr; $first:expr $(, $rest:expr)* $(,)?) => {{
         fn name_of<S: ::tonic::server::NamedService>(_: &S) -> &'static str { S::NAME }
-        let first = $first;
+        let max: usize = $max;
+        let first = $first.max_decoding_message_size(max).max_encoding_message_size(max);
         let mut names = vec![name_of(&first)];
         #[allow(unused_mut)]
         let mut routes = ::tonic::service::Routes::new(first);
         $(
-            let next = $rest;
+            let next = $rest.max_decoding_message_size(max).max_encoding_message_size(max);
             names.push(name_of(&next));
             routes = routes.add_service(next);
         )*

@@ -39,8 +39,9 @@ async fn a_peer_verifies_identity_tokens_and_asks_permissions_with_the_callers_t
         let _ = stopped.await;
     }));
 
-    let mut auth = AuthServiceClient::connect(url.clone()).await.unwrap();
-    let mut sign_in = async |email: &str| {
+    let auth = AuthServiceClient::connect(url.clone()).await.unwrap().max_encoding_message_size(8 << 20);
+    let sign_in = async |email: &str| {
+        let mut auth = auth.clone();
         let team = auth
             .sign_up(SignUpRequest {
                 email: email.into(),
@@ -84,5 +85,11 @@ async fn a_peer_verifies_identity_tokens_and_asks_permissions_with_the_callers_t
         peer.check(&forged, &own_team, Permission::TeamView).await,
         Err(ApiError::Unauthenticated(_))
     ));
+    // The server refuses a message above its limit (1 MiB here) and keeps serving.
+    let mut auth = auth.clone();
+    let huge = SignUpRequest { display_name: "x".repeat(2 << 20), ..Default::default() };
+    let refused = auth.sign_up(huge).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(auth.get_jwks(tandem_proto::identity::v1::GetJwksRequest {}).await.is_ok());
     let _ = stop.send(());
 }

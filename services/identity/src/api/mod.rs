@@ -44,23 +44,17 @@ impl std::ops::Deref for IdentityApi {
 /// Every identity service, with message size limits.
 pub fn services(identity: &Arc<Identity>, max_message_bytes: usize) -> ServiceSet {
     let api = IdentityApi(identity.clone());
-    macro_rules! limited {
-        ($server:ident) => {
-            $server::new(api.clone())
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes)
-        };
-    }
     service_set![
-        limited!(AuthServiceServer),
-        limited!(StaffServiceServer),
-        limited!(TeamServiceServer),
-        limited!(InvitationServiceServer),
-        limited!(DomainServiceServer),
-        limited!(ProgramServiceServer),
-        limited!(ApplicationServiceServer),
-        limited!(AccessServiceServer),
-        limited!(NotificationServiceServer),
+        max_message_bytes;
+        AuthServiceServer::new(api.clone()),
+        StaffServiceServer::new(api.clone()),
+        TeamServiceServer::new(api.clone()),
+        InvitationServiceServer::new(api.clone()),
+        DomainServiceServer::new(api.clone()),
+        ProgramServiceServer::new(api.clone()),
+        ApplicationServiceServer::new(api.clone()),
+        AccessServiceServer::new(api.clone()),
+        NotificationServiceServer::new(api),
     ]
 }
 

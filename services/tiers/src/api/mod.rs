@@ -42,14 +42,12 @@ impl std::ops::Deref for TiersApi {
 /// Every tiers service, with message size limits.
 pub fn services(tiers: &Arc<Tiers>, max_message_bytes: usize) -> ServiceSet {
     let api = TiersApi(tiers.clone());
-    macro_rules! limited {
-        ($server:ident) => {
-            $server::new(api.clone())
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes)
-        };
-    }
-    service_set![limited!(TierServiceServer), limited!(PointsServiceServer), limited!(RatesServiceServer)]
+    service_set![
+        max_message_bytes;
+        TierServiceServer::new(api.clone()),
+        PointsServiceServer::new(api.clone()),
+        RatesServiceServer::new(api),
+    ]
 }
 
 pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Caller> {
