@@ -70,6 +70,7 @@ macro_rules! service_set {
         fn name_of<S: ::tonic::server::NamedService>(_: &S) -> &'static str { S::NAME }
         let max: usize = $max;
         let first = $first.max_decoding_message_size(max).max_encoding_message_size(max);
+        #[allow(unused_mut)]
         let mut names = vec![name_of(&first)];
         #[allow(unused_mut)]
         let mut routes = ::tonic::service::Routes::new(first);
@@ -90,9 +91,10 @@ impl ServiceSet {
 
     /// Joins another service's set into this one (`tandem dev` serves all on one address).
     pub fn merge(mut self, other: ServiceSet) -> Self {
-        // Both routers carry tonic's UNIMPLEMENTED fallback, which `Router::merge` refuses:
-        // the other set becomes this one's fallback, so its routes answer what ours do not.
-        let router = self.routes.into_axum_router().fallback_service(other.routes.into_axum_router());
+        // Both routers carry tonic's UNIMPLEMENTED fallback, which `Router::merge` refuses.
+        // The joined set answers its own routes and falls back to this one; this one keeps
+        // its own fallback chain, so sets merged earlier stay reachable.
+        let router = other.routes.into_axum_router().fallback_service(self.routes.into_axum_router());
         self.routes = Routes::from(router);
         self.names.extend(other.names);
         self.readiness.extend(other.readiness);
@@ -337,5 +339,37 @@ impl Readiness for MigratedDb {
             tracing::info!("database migrations applied");
         }
         Ok(self.db.ping().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn merged_sets_route_to_every_service() {
+        let (_, health) = tonic_health::server::health_reporter();
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
+        };
+        let set = crate::service_set![1 << 20; health]
+            .merge(crate::service_set![1 << 20; reflection().build_v1().unwrap()])
+            .merge(crate::service_set![1 << 20; reflection().build_v1alpha().unwrap()]);
+        assert_eq!(set.names.len(), 3);
+        for (path, exists) in [
+            ("/grpc.health.v1.Health/Check", true),
+            ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", true),
+            ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", true),
+            ("/tandem.nope.v1.NoService/Nothing", false),
+        ] {
+            let request = http::Request::post(path)
+                .header("content-type", "application/grpc")
+                .body(tonic::body::Body::empty())
+                .unwrap();
+            let response = set.routes.clone().oneshot(request).await.unwrap();
+            let unimplemented = response.headers().get("grpc-status").is_some_and(|v| v == "12");
+            assert_eq!(unimplemented, !exists, "{path}");
+        }
     }
 }
