@@ -5,6 +5,7 @@ use std::{env, path::PathBuf};
 
 const PROTOS: &[&str] = &[
     "tandem/common/v1/common.proto",
+    "tandem/commissions/v1/commissions.proto",
     "tandem/events/v1/events.proto",
     "tandem/identity/v1/identity.proto",
     "tandem/tiers/v1/tiers.proto",

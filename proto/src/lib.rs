@@ -16,6 +16,12 @@ pub mod common {
     }
 }
 
+pub mod commissions {
+    pub mod v1 {
+        tonic::include_proto!("tandem.commissions.v1");
+    }
+}
+
 pub mod events {
     pub mod v1 {
         tonic::include_proto!("tandem.events.v1");
