@@ -1,9 +1,14 @@
 //! The suite in one process: each service on its own SQLite file under the data directory,
 //! one gRPC server on one address, the in-process event bus and one outbox relay per service.
+//! Served: identity, tiers and commissions.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use tandem_identity::{Identity, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair};
+use async_trait::async_trait;
+use tandem_commissions::{Commissions, DnsTxt, TeamRewards};
+use tandem_identity::{
+    Identity, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair, ports::RewardsLedger,
+};
 use tandem_platform::{
     bus::{EventBus, InProcessBus},
     db::{Db, DbOptions},
@@ -48,6 +53,17 @@ fn signing_key(dir: &std::path::Path) -> anyhow::Result<SigningKeyPair> {
     SigningKeyPair::from_pem(&std::fs::read_to_string(&path)?)
 }
 
+/// Identity's "does this team hold rewards?" answered by commissions in process, from its
+/// database (identity is built before commissions, which asks identity for permissions).
+struct CommissionsRewards(TeamRewards);
+
+#[async_trait]
+impl RewardsLedger for CommissionsRewards {
+    async fn team_holds_rewards(&self, team_id: &str) -> anyhow::Result<bool> {
+        self.0.holds_rewards(team_id).await.map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
 fn sqlite(dir: &std::path::Path, service: &str) -> anyhow::Result<Db> {
     Ok(Db::connect(
         &format!("sqlite://{}", dir.join(format!("{service}.db")).display()),
@@ -62,12 +78,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::default();
     let stopped = || shutdown.requested();
 
-    // identity
+    // identity: it asks commissions whether a team holds rewards before deleting it.
     let identity_db = sqlite(&args.data_dir, "identity")?;
+    let commissions_db = sqlite(&args.data_dir, "commissions")?;
     let settings =
         Settings { signing_key: signing_key(&args.data_dir)?, link_base: format!("http://{}", args.listen) };
+    let ports = Ports {
+        rewards: Arc::new(CommissionsRewards(TeamRewards(commissions_db.clone()))),
+        ..Ports::standard(&args.mail)?
+    };
     let (identity, identity_relay) =
-        Identity::start(identity_db.clone(), settings, Ports::standard(&args.mail)?, bus.clone()).await?;
+        Identity::start(identity_db.clone(), settings, ports, bus.clone()).await?;
     let identity_migrated = MigratedDb::new(identity_db.clone(), tandem_identity::MIGRATIONS);
     // Migrate before serving: on an existing data directory this is a few milliseconds.
     tandem_platform::server::Readiness::check(identity_migrated.as_ref()).await?;
@@ -84,10 +105,48 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::spawn(tiers_relay.run(stopped()));
     tokio::spawn(tiers.clone().run_sweeper(tandem_tiers::SWEEP_INTERVAL, stopped()));
 
+    // commissions: identity answers its permission checks in process; won deals and tier
+    // changes reach it from the bus; identity's inbox takes its notifications.
+    let commissions_relay = OutboxRelay::new(commissions_db.clone(), bus.clone());
+    let commissions = Commissions::new(
+        commissions_db.clone(),
+        identity.clone(),
+        Arc::new(DnsTxt::from_system()?),
+        commissions_relay.waker(),
+    );
+    bus.subscribe(
+        tandem_commissions::DEALS_STREAM,
+        tandem_commissions::DEALS_CONSUMER,
+        commissions.deal_handler(),
+    )
+    .await?;
+    bus.subscribe(
+        tandem_commissions::TIERS_STREAM,
+        tandem_commissions::TIERS_CONSUMER,
+        commissions.tier_handler(),
+    )
+    .await?;
+    bus.subscribe(
+        tandem_commissions::STREAM,
+        tandem_identity::NOTIFICATIONS_CONSUMER,
+        identity.notification_handler(),
+    )
+    .await?;
+    let commissions_migrated = MigratedDb::new(commissions_db.clone(), tandem_commissions::MIGRATIONS);
+    tandem_platform::server::Readiness::check(commissions_migrated.as_ref()).await?;
+    tokio::spawn(commissions_relay.run(stopped()));
+    tokio::spawn(commissions.clone().run_releases(Duration::from_secs(60), stopped()));
+
     let max_message_bytes = ServerOptions::default().max_message_bytes;
-    let services = tandem_identity::api::services(&identity, max_message_bytes)
-        .ready_when(identity_migrated)
-        .merge(tandem_tiers::api::services(&tiers, max_message_bytes).ready_when(tiers_migrated));
+    // `merge` makes its argument the fallback of the set it is called on, replacing that set's
+    // fallback: nest the merges to the right so that every set keeps its routes.
+    let services =
+        tandem_identity::api::services(&identity, max_message_bytes).ready_when(identity_migrated).merge(
+            tandem_tiers::api::services(&tiers, max_message_bytes).ready_when(tiers_migrated).merge(
+                tandem_commissions::api::services(&commissions, max_message_bytes)
+                    .ready_when(commissions_migrated),
+            ),
+        );
     let options = ServerOptions { listen: args.listen, ..ServerOptions::default() };
     let server = Server::build(options, services, identity.authenticator()).await?;
     let addr = server.local_addr();
@@ -103,7 +162,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         crate::demo::load(&identity, addr).await?;
     }
     serving.await??;
-    for db in [identity_db, tiers_db] {
+    for db in [identity_db, tiers_db, commissions_db] {
         db.close().await;
     }
     Ok(())

@@ -8,6 +8,7 @@ use std::{
 };
 
 use tandem_proto::{
+    commissions::v1::{CheckTeamRewardsRequest, reward_service_client::RewardServiceClient},
     common::v1::Money,
     identity::v1::{AuthenticateRequest, auth_service_client::AuthServiceClient},
     tiers::v1::{CalculatePointsRequest, points_service_client::PointsServiceClient},
@@ -101,12 +102,24 @@ async fn tiers_answer_with_identitys_token(channel: Channel, token: &str) {
         other_managing_partners: 1,
     });
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let points = PointsServiceClient::new(channel)
+    let points = PointsServiceClient::new(channel.clone())
         .calculate_points(request)
         .await
         .expect("tiers answers")
         .into_inner();
     assert_eq!((points.sold_points, points.managed_points, points.total_points), (123, 61, 184));
+    commissions_answer_with_identitys_token(channel, token).await;
+}
+
+/// Commissions is served too: a partner's token is verified, and asking whether a team holds
+/// rewards is for vendor staff only.
+async fn commissions_answer_with_identitys_token(channel: Channel, token: &str) {
+    let mut request = tonic::Request::new(CheckTeamRewardsRequest {
+        team_id: "team_0190b2c4e5f67a8b9c0d1e2f3a4b5c6d".into(),
+    });
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let refused = RewardServiceClient::new(channel).check_team_rewards(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 }
 
 #[tokio::test]
@@ -125,6 +138,7 @@ async fn dev_serves_the_demo_survives_a_restart_and_stops_on_sigterm() {
     demo_owner_can_sign_in(channel).await;
     assert!(data.path().join("identity.db").exists());
     assert!(data.path().join("tiers.db").exists());
+    assert!(data.path().join("commissions.db").exists());
     assert!(data.path().join("signing-key.pem").exists());
 
     let pid = second.child.id().to_string();
