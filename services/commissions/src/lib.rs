@@ -36,6 +36,8 @@ pub const DEALS_CONSUMER: &str = "commissions-deals";
 /// The consumer group under which commissions follows teams' tiers.
 pub const TIERS_CONSUMER: &str = "commissions-tiers";
 pub(crate) const SOURCE: &str = "commissions";
+/// How often the background task makes commissions whose hold ended available.
+pub const RELEASE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// DNS TXT lookups, to verify that a partner controls a customer's domain.
 #[async_trait]

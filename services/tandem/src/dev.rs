@@ -2,7 +2,7 @@
 //! one gRPC server on one address, the in-process event bus and one outbox relay per service.
 //! Served: identity, tiers and commissions.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use tandem_commissions::{Commissions, DnsTxt, TeamRewards};
@@ -135,7 +135,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let commissions_migrated = MigratedDb::new(commissions_db.clone(), tandem_commissions::MIGRATIONS);
     tandem_platform::server::Readiness::check(commissions_migrated.as_ref()).await?;
     tokio::spawn(commissions_relay.run(stopped()));
-    tokio::spawn(commissions.clone().run_releases(Duration::from_secs(60), stopped()));
+    tokio::spawn(commissions.clone().run_releases(tandem_commissions::RELEASE_INTERVAL, stopped()));
 
     let max_message_bytes = ServerOptions::default().max_message_bytes;
     // `merge` makes its argument the fallback of the set it is called on, replacing that set's
