@@ -153,6 +153,11 @@ async fn commission_is_held_released_withdrawn_whole_and_paid(db: TestDb) {
     assert_eq!(mark("m1").await.unwrap().into_inner().payout.unwrap(), marked, "a retry answers the same");
     assert_eq!(reason(&mark("m2").await.unwrap_err()), "PAYOUT_STATE");
     assert_eq!(h.amounts().await, (0, 0, 1_500));
+    assert_eq!(
+        tandem_platform::outbox::backlog(&h.db).await.unwrap(),
+        1,
+        "the requester's notification waits in the outbox"
+    );
 
     let listed = h
         .payouts
@@ -358,9 +363,22 @@ async fn concurrent_retries_count_once_and_distinct_payments_all_count(db: TestD
         .commissions;
     assert_eq!(commissions.len(), 21);
 
+    // Concurrent refunds of one payment never exceed it.
+    let payment = h.pay(&h.t.owner, &c.id, 1_000, "to-refund").await.unwrap().payment.unwrap();
+    let pid = payment.id.as_str();
+    let refunds = futures::future::join_all((0..20).map(|i| {
+        let rid = format!("refund-{i}");
+        async move { hr.refund(&hr.t.owner, pid, 100, &rid).await }
+    }))
+    .await;
+    assert_eq!(refunds.iter().filter(|r| r.is_ok()).count(), 10);
+    for refused in refunds.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(reason(refused), "REFUND_EXCEEDS_PAYMENT");
+    }
+    assert_eq!(h.amounts().await.1, 21_000, "the refunded payment's commission is all clawed back");
+
     // Concurrent withdrawals take the balance once.
     h.release_after(1).await;
-    let hr = &h;
     let withdrawals = futures::future::join_all((0..5).map(|i| {
         let rid = format!("w-{i}");
         async move { hr.withdraw(&hr.t.owner, &rid).await }
