@@ -10,6 +10,13 @@ use tandem_proto::identity::v1::{
     program_service_client::ProgramServiceClient, staff_service_client::StaffServiceClient,
     team_service_client::TeamServiceClient,
 };
+use tandem_proto::{
+    commissions::v1 as cpb,
+    commissions::v1::{
+        commission_service_client::CommissionServiceClient, customer_service_client::CustomerServiceClient,
+    },
+    common::v1::Money,
+};
 use tonic::{Request, transport::Channel};
 
 pub const ADMIN_EMAIL: &str = "admin@vendor.example";
@@ -30,6 +37,8 @@ struct Clients {
     invitations: InvitationServiceClient<Channel>,
     programs: ProgramServiceClient<Channel>,
     applications: ApplicationServiceClient<Channel>,
+    plans: CommissionServiceClient<Channel>,
+    customers: CustomerServiceClient<Channel>,
 }
 
 impl Clients {
@@ -104,7 +113,9 @@ pub async fn load(identity: &Identity, addr: SocketAddr) -> anyhow::Result<()> {
         teams: TeamServiceClient::new(channel.clone()),
         invitations: InvitationServiceClient::new(channel.clone()),
         programs: ProgramServiceClient::new(channel.clone()),
-        applications: ApplicationServiceClient::new(channel),
+        applications: ApplicationServiceClient::new(channel.clone()),
+        plans: CommissionServiceClient::new(channel.clone()),
+        customers: CustomerServiceClient::new(channel),
     };
     if c.login(OWNER_EMAIL, PARTNER_PASSWORD).await.is_err() {
         populate(&mut c).await?;
@@ -169,6 +180,40 @@ async fn populate(c: &mut Clients) -> anyhow::Result<()> {
         ))
         .await?;
 
+    // Commissions: 15 % of every payment for 12 months, held 30 days, paid out from 50 USD;
+    // Northwind's first customer waits for its domain's verification.
+    let usd = |amount_minor| Some(Money { currency_code: "USD".into(), amount_minor });
+    c.plans
+        .create_commission_plan(authed(
+            &admin,
+            cpb::CreateCommissionPlanRequest {
+                name: "Standard resale".into(),
+                rate_bps: 1_500,
+                recurring_months: 12,
+                hold_days: 30,
+                minimum_payout: usd(5_000),
+                tier_multipliers: vec![],
+                request_id: "demo-plan".into(),
+            },
+        ))
+        .await?;
+    c.customers
+        .add_customer(authed(
+            &owner,
+            cpb::AddCustomerRequest {
+                team_id: team.id.clone(),
+                org_name: "Fabrikam Retail".into(),
+                domain: "fabrikam.example".into(),
+                super_admin_email: "it@fabrikam.example".into(),
+                plan: "Mail Standard".into(),
+                licences: 25,
+                renewal_date: None,
+                monthly_price: usd(2_500),
+                renewal_term_months: 12,
+            },
+        ))
+        .await?;
+
     // Contoso: applies through the partner application and is onboarded by approval.
     let (eve, _) = c.sign_up("eve@contoso.example", "Eve Applicant", "").await?;
     let application = c
@@ -222,6 +267,10 @@ Try it with grpcurl:
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" {addr} tandem.identity.v1.TeamService/ListTeams
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" {addr} tandem.identity.v1.AuthService/GetCurrentUser
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" {addr} tandem.identity.v1.NotificationService/ListNotifications
+  TEAM=$(grpcurl -plaintext -H "authorization: Bearer $TOKEN" {addr} tandem.identity.v1.TeamService/ListTeams \
+      | sed -n 's/.*"id": "\(team_[^"]*\)".*/\1/p' | head -1)
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{{\"teamId\":\"$TEAM\"}}" {addr} tandem.commissions.v1.CustomerService/ListCustomers
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{{\"teamId\":\"$TEAM\"}}" {addr} tandem.commissions.v1.RewardService/GetRewardBalance
 "#
     );
 }
