@@ -130,8 +130,3 @@ pub async fn team_holds_rewards(db: &Db, team_id: &str) -> Result<bool> {
     let mut conn = db.pool().acquire().await?;
     Ok(store::team_balances(&mut conn, team_id).await?.iter().any(|(_, b)| b.holds_rewards()))
 }
-
-/// The newest plan, or FAILED_PRECONDITION when none exists.
-pub async fn current_plan(c: &mut AnyConnection) -> Result<Option<PlanRow>> {
-    Ok(store::current_plan(c).await?)
-}
