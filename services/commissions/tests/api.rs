@@ -315,6 +315,27 @@ async fn one_off_plans_pay_once_and_the_newest_plan_applies(db: TestDb) {
     h.assert_books_balance().await;
 }
 
+async fn the_release_task_makes_held_commission_available(db: TestDb) {
+    let h = Harness::start(db).await;
+    h.plan(1_000, 12, 0, 0).await;
+    let c = h.verified_customer("acme.example.com").await;
+    h.pay(&h.t.owner, &c.id, 10_000, "p").await.unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task =
+        tokio::spawn(h.commissions.clone().run_releases(std::time::Duration::from_millis(20), async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.amounts().await != (1_000, 0, 0) {
+        assert!(std::time::Instant::now() < deadline, "the release task did not release the commission");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    h.assert_books_balance().await;
+}
+
 async fn payments_are_idempotent_by_request_id(db: TestDb) {
     let h = Harness::start(db).await;
     h.plan(1_500, 12, 0, 0).await;
@@ -881,6 +902,10 @@ async fn won_deals_accrue_once_with_the_tier_multiplier(db: TestDb) {
     assert_eq!(commissions[1].multiplier_bps, 15_000);
     assert!(h.commissions.team_holds_rewards(&h.team).await.unwrap());
     assert!(!h.commissions.team_holds_rewards(&h.other_team).await.unwrap());
+    // What identity asks before deleting a team, answered from the database alone.
+    let rewards = tandem_commissions::TeamRewards(h.db.clone());
+    assert!(rewards.holds_rewards(&h.team).await.unwrap());
+    assert!(!rewards.holds_rewards(&h.other_team).await.unwrap());
     h.assert_books_balance().await;
 }
 
@@ -890,6 +915,7 @@ tandem_platform::backend_tests!(
     refunds_claw_back_pending_available_and_paid_commission,
     one_off_plans_pay_once_and_the_newest_plan_applies,
     payments_are_idempotent_by_request_id,
+    the_release_task_makes_held_commission_available,
     concurrent_retries_count_once_and_distinct_payments_all_count,
     bad_input_is_refused_with_the_right_codes,
     every_role_on_every_guarded_rpc,
