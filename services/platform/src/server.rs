@@ -91,10 +91,10 @@ impl ServiceSet {
 
     /// Joins another service's set into this one (`tandem dev` serves all on one address).
     pub fn merge(mut self, other: ServiceSet) -> Self {
-        // Both routers carry tonic's UNIMPLEMENTED fallback, which `Router::merge` refuses.
-        // The joined set answers its own routes and falls back to this one; this one keeps
-        // its own fallback chain, so sets merged earlier stay reachable.
-        let router = other.routes.into_axum_router().fallback_service(self.routes.into_axum_router());
+        // Both routers carry tonic's UNIMPLEMENTED fallback, and `Router::merge` refuses two
+        // fallbacks: the joined set drops its copy, so the routes of every set, however the
+        // merges nest, sit side by side in one router.
+        let router = self.routes.into_axum_router().merge(other.routes.into_axum_router().reset_fallback());
         self.routes = Routes::from(router);
         self.names.extend(other.names);
         self.readiness.extend(other.readiness);
@@ -353,23 +353,30 @@ mod tests {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
         };
-        let set = crate::service_set![1 << 20; health]
+        let (_, health_again) = tonic_health::server::health_reporter();
+        let left = crate::service_set![1 << 20; health]
             .merge(crate::service_set![1 << 20; reflection().build_v1().unwrap()])
             .merge(crate::service_set![1 << 20; reflection().build_v1alpha().unwrap()]);
-        assert_eq!(set.names.len(), 3);
-        for (path, exists) in [
-            ("/grpc.health.v1.Health/Check", true),
-            ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", true),
-            ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", true),
-            ("/tandem.nope.v1.NoService/Nothing", false),
-        ] {
-            let request = http::Request::post(path)
-                .header("content-type", "application/grpc")
-                .body(tonic::body::Body::empty())
-                .unwrap();
-            let response = set.routes.clone().oneshot(request).await.unwrap();
-            let unimplemented = response.headers().get("grpc-status").is_some_and(|v| v == "12");
-            assert_eq!(unimplemented, !exists, "{path}");
+        let right = crate::service_set![1 << 20; health_again].merge(
+            crate::service_set![1 << 20; reflection().build_v1().unwrap()]
+                .merge(crate::service_set![1 << 20; reflection().build_v1alpha().unwrap()]),
+        );
+        for set in [left, right] {
+            assert_eq!(set.names.len(), 3);
+            for (path, exists) in [
+                ("/grpc.health.v1.Health/Check", true),
+                ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", true),
+                ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", true),
+                ("/tandem.nope.v1.NoService/Nothing", false),
+            ] {
+                let request = http::Request::post(path)
+                    .header("content-type", "application/grpc")
+                    .body(tonic::body::Body::empty())
+                    .unwrap();
+                let response = set.routes.clone().oneshot(request).await.unwrap();
+                let unimplemented = response.headers().get("grpc-status").is_some_and(|v| v == "12");
+                assert_eq!(unimplemented, !exists, "{path}");
+            }
         }
     }
 }

@@ -138,8 +138,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::spawn(commissions.clone().run_releases(tandem_commissions::RELEASE_INTERVAL, stopped()));
 
     let max_message_bytes = ServerOptions::default().max_message_bytes;
-    // `merge` makes its argument the fallback of the set it is called on, replacing that set's
-    // fallback: nest the merges to the right so that every set keeps its routes.
     let services =
         tandem_identity::api::services(&identity, max_message_bytes).ready_when(identity_migrated).merge(
             tandem_tiers::api::services(&tiers, max_message_bytes).ready_when(tiers_migrated).merge(
