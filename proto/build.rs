@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "tandem/events/v1/events.proto",
     "tandem/identity/v1/identity.proto",
     "tandem/tiers/v1/tiers.proto",
+    "tandem/deals/v1/deals.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

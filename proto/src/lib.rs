@@ -39,3 +39,9 @@ pub mod tiers {
         tonic::include_proto!("tandem.tiers.v1");
     }
 }
+
+pub mod deals {
+    pub mod v1 {
+        tonic::include_proto!("tandem.deals.v1");
+    }
+}

@@ -86,6 +86,14 @@ pub struct Settings {
     pub link_base: String,
 }
 
+/// A user as other services see it before giving it work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAccess {
+    pub active: bool,
+    pub staff_role: Option<StaffRole>,
+    pub team_ids: Vec<String>,
+}
+
 /// The identity service: its state, shared by every RPC handler.
 pub struct Identity {
     db: Db,
@@ -195,6 +203,26 @@ impl Identity {
             }
             _ => false,
         })
+    }
+
+    /// What other services need to know of a user: active, staff role, teams. `None` when the
+    /// user does not exist.
+    pub async fn user_access(&self, user_id: &str) -> Result<Option<UserAccess>> {
+        let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
+        let Some(user) = store::user_by_id(&mut conn, user_id).await? else { return Ok(None) };
+        let team_ids =
+            store::memberships_of(&mut conn, user_id).await?.into_iter().map(|m| m.team_id).collect();
+        Ok(Some(UserAccess {
+            active: user.active,
+            staff_role: user.staff_role.as_deref().and_then(StaffRole::from_str_name),
+            team_ids,
+        }))
+    }
+
+    /// Whether the team (not one of its members alone) is enrolled in the program.
+    pub async fn team_enrolled(&self, team_id: &str, program_id: &str) -> Result<bool> {
+        let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
+        Ok(store::team_enrolled(&mut conn, program_id, team_id).await?)
     }
 
     /// Verifies access tokens for every RPC of the suite when it runs in one process.

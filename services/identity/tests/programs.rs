@@ -10,8 +10,61 @@ use tonic::Code;
 backend_tests!(
     programs_enrolment_and_access,
     applications_are_reviewed_once,
-    concurrent_reviews_onboard_once
+    concurrent_reviews_onboard_once,
+    other_services_learn_user_access_and_team_enrolment
 );
+
+/// What deals asks before giving a user work: active, staff, teams; and a team's enrolment.
+async fn other_services_learn_user_access_and_team_enrolment(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let (user, team, owner) = app.sign_up("owner@acme.example").await;
+    let (stranger, _, solo) = app.sign_up("solo@elsewhere.example").await;
+    let manager = app.create_staff("manager@vendor.example", StaffRole::ChannelManager).await;
+    let program = app.create_program("Resellers").await;
+    let access = |who: &Session, user_id: &str| {
+        let request = who.req(pb::GetUserAccessRequest { user_id: user_id.into() });
+        let mut client = app.access();
+        async move { client.get_user_access(request).await }
+    };
+    let own = access(&owner, &user.id).await.must();
+    assert!(own.active && own.staff_role == 0);
+    assert_eq!(own.team_ids, vec![team.id.clone()]);
+    access(&solo, &user.id).await.fails(Code::PermissionDenied);
+    let staff_view = access(&manager, &manager.user_id).await.must();
+    assert_eq!(staff_view.staff_role(), StaffRole::ChannelManager);
+    assert!(staff_view.team_ids.is_empty());
+    app.staff()
+        .deactivate_user(app.admin.req(pb::DeactivateUserRequest { user_id: stranger.id.clone() }))
+        .await
+        .must();
+    assert!(!access(&manager, &stranger.id).await.must().active);
+    access(&manager, "user_0190b2c4e5f67a8b9c0d1e2f3a4b5c6d").await.fails(Code::NotFound);
+
+    let enrolled = |who: &Session| {
+        let request = who
+            .req(pb::CheckTeamEnrollmentRequest { program_id: program.id.clone(), team_id: team.id.clone() });
+        let mut client = app.access();
+        async move { client.check_team_enrollment(request).await }
+    };
+    assert!(!enrolled(&owner).await.must().enrolled);
+    app.programs()
+        .join_program(
+            owner.req(pb::JoinProgramRequest { program_id: program.id.clone(), team_id: String::new() }),
+        )
+        .await
+        .must();
+    assert!(!enrolled(&manager).await.must().enrolled, "the owner alone is enrolled, not the team");
+    app.programs()
+        .join_program(
+            owner.req(pb::JoinProgramRequest { program_id: program.id.clone(), team_id: team.id.clone() }),
+        )
+        .await
+        .must();
+    assert!(enrolled(&manager).await.must().enrolled);
+    assert!(enrolled(&owner).await.must().enrolled);
+    let (_, _, third) = app.sign_up("third@other.example").await;
+    enrolled(&third).await.fails(Code::NotFound);
+}
 
 async fn programs_enrolment_and_access(db: TestDb) {
     let app = TestApp::spawn(db).await;

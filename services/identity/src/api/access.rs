@@ -13,6 +13,8 @@ use crate::{
 grpc! {
     AccessService {
         check_permission => check_permission_(CheckPermissionRequest) -> CheckPermissionResponse;
+        get_user_access => get_user_access_(GetUserAccessRequest) -> GetUserAccessResponse;
+        check_team_enrollment => check_team_enrollment_(CheckTeamEnrollmentRequest) -> CheckTeamEnrollmentResponse;
     }
 }
 
@@ -39,5 +41,37 @@ impl IdentityApi {
                 )])
             })?;
         Ok(pb::CheckPermissionResponse { allowed: self.is_allowed(&user_id, &team_id, action).await? })
+    }
+
+    async fn get_user_access_(
+        &self,
+        request: Request<pb::GetUserAccessRequest>,
+    ) -> Result<pb::GetUserAccessResponse> {
+        let caller = caller(&request)?;
+        let user_id = request.into_inner().user_id;
+        Validator::new().id("user_id", "user", &user_id).finish()?;
+        if caller.user_id != user_id && !caller.is_staff() {
+            return Err(IdentityError::Denied("a user may only ask about itself"));
+        }
+        let access = self.user_access(&user_id).await?.ok_or(IdentityError::NotFound("user"))?;
+        Ok(pb::GetUserAccessResponse {
+            user_id,
+            active: access.active,
+            staff_role: access.staff_role.map_or(0, i32::from),
+            team_ids: access.team_ids,
+        })
+    }
+
+    async fn check_team_enrollment_(
+        &self,
+        request: Request<pb::CheckTeamEnrollmentRequest>,
+    ) -> Result<pb::CheckTeamEnrollmentResponse> {
+        let caller = caller(&request)?;
+        let pb::CheckTeamEnrollmentRequest { program_id, team_id } = request.into_inner();
+        Validator::new().id("program_id", "prog", &program_id).id("team_id", "team", &team_id).finish()?;
+        if !self.is_allowed(&caller.user_id, &team_id, Action::View).await? {
+            return Err(IdentityError::NotFound("team"));
+        }
+        Ok(pb::CheckTeamEnrollmentResponse { enrolled: self.team_enrolled(&team_id, &program_id).await? })
     }
 }

@@ -625,6 +625,18 @@ pub async fn has_program_access(c: &mut Conn, program_id: &str, user_id: &str) -
     Ok(n > 0)
 }
 
+/// Whether the team itself is enrolled in the program.
+pub async fn team_enrolled(c: &mut Conn, program_id: &str, team_id: &str) -> R<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM enrollments WHERE program_id = $1 AND team_id = $2 AND user_id = ''",
+    )
+    .bind(program_id)
+    .bind(team_id)
+    .fetch_one(c)
+    .await?;
+    Ok(n > 0)
+}
+
 // --- applications ---------------------------------------------------------------------------
 
 pub async fn insert_application(c: &mut Conn, a: &ApplicationRow) -> R<()> {
