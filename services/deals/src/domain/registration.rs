@@ -96,14 +96,15 @@ pub fn is_due(status: RegistrationStatus, closed: bool, expire_at: Micros, now: 
     status.is_active() && !closed && expire_at <= now
 }
 
-/// The deal a new registration conflicts with: the earliest active registration of another
-/// team for the same domain (the first registration wins). `others` are
-/// `(deal_id, team_id, create_time)` of active registrations of the domain.
+/// The deal a new registration conflicts with: the first registration wins, so it is the
+/// earliest active registration of the domain when another team holds it; none when the team
+/// itself registered the customer first. `others` are `(deal_id, team_id, create_time)` of
+/// active registrations of the domain.
 pub fn conflict<'a>(team_id: &str, others: &'a [(String, String, Micros)]) -> Option<&'a str> {
     others
         .iter()
-        .filter(|(_, team, _)| team != team_id)
         .min_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(&b.0)))
+        .filter(|(_, team, _)| team != team_id)
         .map(|(id, _, _)| id.as_str())
 }
 
@@ -167,7 +168,8 @@ mod tests {
             ("deal_a".to_owned(), "team_a".to_owned(), 10),
             ("deal_c".to_owned(), "team_c".to_owned(), 5),
         ];
-        assert_eq!(conflict("team_c", &others), Some("deal_a"), "own registrations never conflict");
+        assert_eq!(conflict("team_c", &others), None, "the team that registered first holds the customer");
+        assert_eq!(conflict("team_a", &others), Some("deal_c"), "not the later deal_a of its own");
         assert_eq!(conflict("team_x", &others), Some("deal_c"));
         assert_eq!(conflict("team_a", &others[..1]), Some("deal_b"));
         assert_eq!(conflict("team_b", &others[..1]), None);
