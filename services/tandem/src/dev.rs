@@ -1,15 +1,17 @@
 //! The suite in one process: each service on its own SQLite file under the data directory,
 //! one gRPC server on one address, the in-process event bus and one outbox relay per service.
-//! Served: identity, tiers and commissions.
+//! Served: identity, tiers, commissions and deals.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use tandem_commissions::{Commissions, DnsTxt, TeamRewards};
+use tandem_deals::{Deals, Directory, UserInfo};
 use tandem_identity::{
     Identity, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair, ports::RewardsLedger,
 };
 use tandem_platform::{
+    ApiError,
     bus::{EventBus, InProcessBus},
     db::{Db, DbOptions},
     outbox::OutboxRelay,
@@ -40,6 +42,33 @@ pub struct DevArgs {
     pub admin_password: Option<String>,
     #[command(flatten)]
     pub mail: MailSettings,
+}
+
+/// Identity answering deals' questions about users and enrolments in process.
+struct IdentityDirectory(Arc<Identity>);
+
+fn api_error(err: tandem_identity::error::IdentityError) -> ApiError {
+    match err {
+        tandem_identity::error::IdentityError::Db(tandem_platform::db::DbError::Unavailable(m)) => {
+            ApiError::Unavailable(m)
+        }
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Directory for IdentityDirectory {
+    async fn user(&self, user_id: &str) -> Result<Option<UserInfo>, ApiError> {
+        Ok(self.0.user_access(user_id).await.map_err(api_error)?.map(|u| UserInfo {
+            active: u.active,
+            staff: u.staff_role.is_some(),
+            team_ids: u.team_ids,
+        }))
+    }
+
+    async fn team_enrolled(&self, team_id: &str, program_id: &str) -> Result<bool, ApiError> {
+        self.0.team_enrolled(team_id, program_id).await.map_err(api_error)
+    }
 }
 
 /// The signing key kept in the data directory, so tokens survive a restart.
@@ -137,14 +166,37 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::spawn(commissions_relay.run(stopped()));
     tokio::spawn(commissions.clone().run_releases(tandem_commissions::RELEASE_INTERVAL, stopped()));
 
+    // deals: identity answers its permission checks and user questions in process; its
+    // `DealClosed` events reach tiers, its notification requests identity's inbox.
+    let deals_db = sqlite(&args.data_dir, "deals")?;
+    let deals_relay = OutboxRelay::new(deals_db.clone(), bus.clone());
+    let deals = Deals::new(
+        deals_db.clone(),
+        identity.clone(),
+        Arc::new(IdentityDirectory(identity.clone())),
+        deals_relay.waker(),
+        tandem_deals::Settings::default(),
+    );
+    bus.subscribe(
+        tandem_deals::STREAM,
+        tandem_identity::NOTIFICATIONS_CONSUMER,
+        identity.notification_handler(),
+    )
+    .await?;
+    let deals_migrated = MigratedDb::new(deals_db.clone(), tandem_deals::MIGRATIONS);
+    tandem_platform::server::Readiness::check(deals_migrated.as_ref()).await?;
+    tokio::spawn(deals_relay.run(stopped()));
+    tokio::spawn(deals.clone().run_expiry(Duration::from_secs(60), stopped()));
+
     let max_message_bytes = ServerOptions::default().max_message_bytes;
-    let services =
-        tandem_identity::api::services(&identity, max_message_bytes).ready_when(identity_migrated).merge(
-            tandem_tiers::api::services(&tiers, max_message_bytes).ready_when(tiers_migrated).merge(
-                tandem_commissions::api::services(&commissions, max_message_bytes)
-                    .ready_when(commissions_migrated),
-            ),
-        );
+    let services = tandem_identity::api::services(&identity, max_message_bytes)
+        .ready_when(identity_migrated)
+        .merge(tandem_tiers::api::services(&tiers, max_message_bytes).ready_when(tiers_migrated))
+        .merge(
+            tandem_commissions::api::services(&commissions, max_message_bytes)
+                .ready_when(commissions_migrated),
+        )
+        .merge(tandem_deals::api::services(&deals, max_message_bytes).ready_when(deals_migrated));
     let options = ServerOptions { listen: args.listen, ..ServerOptions::default() };
     let server = Server::build(options, services, identity.authenticator()).await?;
     let addr = server.local_addr();
@@ -160,7 +212,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         crate::demo::load(&identity, addr).await?;
     }
     serving.await??;
-    for db in [identity_db, tiers_db, commissions_db] {
+    for db in [identity_db, tiers_db, commissions_db, deals_db] {
         db.close().await;
     }
     Ok(())

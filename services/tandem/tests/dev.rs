@@ -154,3 +154,129 @@ async fn dev_serves_the_demo_survives_a_restart_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn login(channel: &Channel, email: &str, password: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = AuthServiceClient::new(channel.clone())
+            .authenticate(AuthenticateRequest { email: email.into(), password: password.into() })
+            .await;
+        match response {
+            Ok(r) => return r.into_inner().access_token,
+            // The demo is loaded after SERVING.
+            Err(status) => assert!(Instant::now() < deadline, "{email} cannot sign in: {status}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The whole path in one process: a partner registers a deal, staff approve it, the partner
+/// wins it; deals' outbox reaches tiers, whose points show it, and identity's inbox, which
+/// tells the partner of the approval.
+#[tokio::test]
+async fn a_deal_won_in_dev_earns_points_in_tiers_and_notifies_the_partner() {
+    use tandem_proto::{
+        deals::v1::{self as deals, deal_service_client::DealServiceClient},
+        identity::v1::{
+            ListNotificationsRequest, ListProgramsRequest, ListTeamsRequest,
+            notification_service_client::NotificationServiceClient,
+            program_service_client::ProgramServiceClient, team_service_client::TeamServiceClient,
+        },
+        tiers::v1::GetTierStatusRequest,
+    };
+    let data = tempfile::tempdir().unwrap();
+    let dev = start(data.path(), true);
+    let channel = wait_serving(&dev.addr).await;
+    let ana = login(&channel, "ana@northwind.example", "demo-partner-password").await;
+    let admin = login(&channel, "admin@vendor.example", "demo-admin-password").await;
+    let teams = TeamServiceClient::new(channel.clone())
+        .list_teams(authed(&ana, ListTeamsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .teams;
+    let team = teams.first().expect("ana's team").id.clone();
+    let programs = ProgramServiceClient::new(channel.clone())
+        .list_programs(authed(&ana, ListProgramsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .programs;
+    let program = programs.first().expect("the demo program").id.clone();
+
+    let mut client = DealServiceClient::new(channel.clone());
+    let register = deals::RegisterDealRequest {
+        team_id: team.clone(),
+        program_id: program.clone(),
+        customer_name: "Contoso".into(),
+        customer_domain: "https://www.contoso.example/".into(),
+        amount: Some(Money { currency_code: "USD".into(), amount_minor: 1_000_000 }),
+        products: vec!["Sales Hub".into()],
+        expected_close_date: None,
+        client_market: "US".into(),
+        deal_type: deals::DealType::NewBusiness.into(),
+        request_id: "dev-e2e-1".into(),
+        will_manage: false,
+    };
+    // The demo enrols the team a moment after ana can sign in.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let deal = loop {
+        match client.register_deal(authed(&ana, register.clone())).await {
+            Ok(r) => break r.into_inner().deal.unwrap(),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("register: {status}"),
+        }
+    };
+    client
+        .approve_registration(authed(&admin, deals::ApproveRegistrationRequest { deal_id: deal.id.clone() }))
+        .await
+        .expect("approve");
+    client
+        .close_deal(authed(
+            &ana,
+            deals::CloseDealRequest { deal_id: deal.id.clone(), outcome: deals::DealOutcome::Won.into() },
+        ))
+        .await
+        .expect("close won");
+
+    // 10,000 USD at 1 point per 10 USD.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = PointsServiceClient::new(channel.clone())
+            .get_tier_status(authed(
+                &ana,
+                GetTierStatusRequest {
+                    team_id: team.clone(),
+                    program_id: program.clone(),
+                    target_tier_id: String::new(),
+                },
+            ))
+            .await
+            .expect("tier status")
+            .into_inner();
+        if status.sold_points == 1_000 {
+            assert_eq!(status.total_points, 1_000);
+            break;
+        }
+        assert!(Instant::now() < deadline, "tiers never credited the won deal: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let notifications = NotificationServiceClient::new(channel)
+        .list_notifications(authed(&ana, ListNotificationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert!(
+        notifications.iter().any(|n| n.kind == "deal.registration_approved" && n.subject_id == deal.id),
+        "{notifications:?}"
+    );
+}
