@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tandem_platform::{db::Tx, time::now_micros};
+use tandem_platform::{auth::Caller, db::Tx, time::now_micros};
 use tandem_proto::common::v1::ErrorReason;
 
 use crate::{
@@ -56,8 +56,13 @@ pub fn facts(l: &LeadRow) -> LeadFacts {
 impl Deals {
     /// The partner user a lead, queue seat or rule may go to: known, active, not staff, and a
     /// member of `team_hint` (or of exactly one team when no hint is given).
-    pub async fn resolve_partner(&self, user_id: &str, team_hint: &str) -> Result<MemberRow> {
-        let user = self.directory.user(user_id).await?.ok_or(DealsError::NotFound("user"))?;
+    pub async fn resolve_partner(
+        &self,
+        caller: &Caller,
+        user_id: &str,
+        team_hint: &str,
+    ) -> Result<MemberRow> {
+        let user = self.directory.user(caller, user_id).await?.ok_or(DealsError::NotFound("user"))?;
         if !user.active {
             return Err(DealsError::rule(ErrorReason::UserInactive, "the user is deactivated"));
         }
@@ -87,13 +92,13 @@ impl Deals {
 
     /// Whether a member may receive a lead now: active in identity and not of a team that
     /// declined it.
-    async fn eligible(&self, m: &MemberRow, declined: &[String]) -> Result<bool> {
+    async fn eligible(&self, caller: &Caller, m: &MemberRow, declined: &[String]) -> Result<bool> {
         if !may_receive(declined, &m.team_id) {
             return Ok(false);
         }
         Ok(self
             .directory
-            .user(&m.user_id)
+            .user(caller, &m.user_id)
             .await?
             .is_some_and(|u| u.active && u.team_ids.contains(&m.team_id)))
     }
@@ -103,6 +108,7 @@ impl Deals {
     /// so the lock is held only for the update.
     pub async fn round_robin(
         &self,
+        caller: &Caller,
         tx: &mut Tx,
         queue_id: &str,
         declined: &[String],
@@ -110,7 +116,7 @@ impl Deals {
         let members = store::queue_members(tx, queue_id).await?;
         let mut eligible = Vec::with_capacity(members.len());
         for m in &members {
-            eligible.push(self.eligible(m, declined).await?);
+            eligible.push(self.eligible(caller, m, declined).await?);
         }
         if !eligible.contains(&true) {
             return Ok(None);
@@ -154,7 +160,13 @@ impl Deals {
     /// lead assigns it (a user who is inactive or of a team that declined the lead, or a
     /// round-robin queue with no eligible member, passes to the next rule). Returns whether a
     /// rule placed the lead; the caller writes the lead.
-    pub async fn apply_rules(&self, tx: &mut Tx, lead: &mut LeadRow, declined: &[String]) -> Result<bool> {
+    pub async fn apply_rules(
+        &self,
+        caller: &Caller,
+        tx: &mut Tx,
+        lead: &mut LeadRow,
+        declined: &[String],
+    ) -> Result<bool> {
         if !lead.owner_user_id.is_empty() {
             return Ok(false);
         }
@@ -163,7 +175,7 @@ impl Deals {
             match &rule.target {
                 Target::User { user_id, team_id } => {
                     let m = MemberRow { user_id: user_id.clone(), team_id: team_id.clone() };
-                    if self.eligible(&m, declined).await? {
+                    if self.eligible(caller, &m, declined).await? {
                         set_owner(lead, &m);
                         return Ok(true);
                     }
@@ -173,7 +185,7 @@ impl Deals {
                     return Ok(true);
                 }
                 Target::RoundRobin(queue_id) => {
-                    if let Some(m) = self.round_robin(tx, queue_id, declined).await? {
+                    if let Some(m) = self.round_robin(caller, tx, queue_id, declined).await? {
                         set_owner(lead, &m);
                         lead.queue_id = queue_id.clone();
                         return Ok(true);

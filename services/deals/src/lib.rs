@@ -14,7 +14,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use tandem_platform::{
     ApiError,
-    auth::Permissions,
+    auth::{Caller, Permissions},
     db::{Db, MigrationSource, Tx},
     outbox,
     time::{Micros, now_micros},
@@ -39,14 +39,15 @@ pub struct UserInfo {
     pub team_ids: Vec<String>,
 }
 
-/// What deals asks identity about users and programs: in-process in `tandem dev`, over gRPC
-/// in production.
+/// What deals asks identity about users and programs on behalf of `caller`: in-process in
+/// `tandem dev`, over gRPC with the caller's token in production.
 #[async_trait]
 pub trait Directory: Send + Sync + 'static {
     /// The user, or `None` when identity does not know it.
-    async fn user(&self, user_id: &str) -> Result<Option<UserInfo>, ApiError>;
+    async fn user(&self, caller: &Caller, user_id: &str) -> Result<Option<UserInfo>, ApiError>;
     /// Whether the team is enrolled in the program.
-    async fn team_enrolled(&self, team_id: &str, program_id: &str) -> Result<bool, ApiError>;
+    async fn team_enrolled(&self, caller: &Caller, team_id: &str, program_id: &str)
+    -> Result<bool, ApiError>;
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,10 +1,10 @@
 //! `tandem-deals`: the deals & leads service. `serve` (the default) or `migrate`.
 //!
 //! Tokens are verified with identity's public keys, fetched from its `GetJwks` at
-//! `TANDEM_IDENTITY_URL` at start-up and every five minutes; "may this caller see this team?"
-//! is asked of identity's `AccessService/CheckPermission` over gRPC, and users (active, staff,
-//! teams) and team enrolments of its `GetUserAccess` and `CheckTeamEnrollment`. A background
-//! task expires deal registrations every minute.
+//! `TANDEM_IDENTITY_URL` at start-up and every five minutes. "May this caller do this on this
+//! team?" is asked of identity's `AccessService/CheckPermission`, and users (active, staff,
+//! teams) and team enrolments of its `GetUserAccess` and `CheckTeamEnrollment`, over gRPC with
+//! the caller's own token. A background task expires deal registrations every minute.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,17 +13,17 @@ use clap::{Parser, Subcommand};
 use tandem_deals::{Deals, Directory, MIGRATIONS, Settings, UserInfo};
 use tandem_platform::{
     ApiError,
-    auth::{Caller, JwtVerifier, KeySet, Permissions},
+    auth::{Caller, JwtVerifier},
     bus::{EventBus, InProcessBus},
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
     outbox::OutboxRelay,
-    server::{MigratedDb, Server, shutdown_signal},
+    peers,
+    server::{MigratedDb, Server, Shutdown},
     telemetry,
 };
 use tandem_proto::identity::v1::{
-    CheckPermissionRequest, CheckTeamEnrollmentRequest, GetJwksRequest, GetUserAccessRequest, Permission,
-    access_service_client::AccessServiceClient, auth_service_client::AuthServiceClient,
+    CheckTeamEnrollmentRequest, GetUserAccessRequest, access_service_client::AccessServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -50,7 +50,11 @@ struct DealsArgs {
     #[arg(long, env = "TANDEM_IDENTITY_URL")]
     identity_url: String,
     /// Days a deal registration lasts without progress.
-    #[arg(long, env = "TANDEM_REGISTRATION_EXPIRY_DAYS", default_value_t = tandem_deals::domain::registration::DEFAULT_EXPIRY_DAYS)]
+    #[arg(
+        long,
+        env = "TANDEM_REGISTRATION_EXPIRY_DAYS",
+        default_value_t = tandem_deals::domain::registration::DEFAULT_EXPIRY_DAYS
+    )]
     registration_expiry_days: i64,
 }
 
@@ -68,33 +72,27 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Identity's permission check over gRPC. Only the caller's user id goes to identity.
-struct IdentityPermissions {
-    access: AccessServiceClient<Channel>,
-}
-
-#[async_trait]
-impl Permissions for IdentityPermissions {
-    async fn check(&self, caller: &Caller, team_id: &str, permission: Permission) -> Result<bool, ApiError> {
-        let mut request = tonic::Request::new(CheckPermissionRequest {
-            user_id: caller.user_id.clone(),
-            team_id: team_id.to_owned(),
-            permission: permission.into(),
-        });
-        request.set_timeout(Duration::from_secs(2));
-        match self.access.clone().check_permission(request).await {
-            Ok(response) => Ok(response.into_inner().allowed),
-            Err(status) => {
-                tracing::warn!(code = ?status.code(), message = status.message(), "identity permission check failed");
-                Err(ApiError::Unavailable("identity did not answer the permission check".into()))
-            }
-        }
-    }
-}
-
-/// Identity's users and enrolments over gRPC.
+/// Identity's users and enrolments over gRPC, asked with the caller's own token (a staff
+/// caller may ask about anyone; a partner about itself and the members of its teams).
 struct IdentityDirectory {
-    access: AccessServiceClient<Channel>,
+    channel: Channel,
+}
+
+impl IdentityDirectory {
+    fn request<T>(&self, caller: &Caller, message: T) -> Result<tonic::Request<T>, ApiError> {
+        let token = caller
+            .token
+            .as_deref()
+            .ok_or_else(|| ApiError::Unauthenticated("no bearer token to forward".into()))?;
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(Duration::from_secs(2));
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ApiError::Unauthenticated("the bearer token is not valid metadata".into()))?;
+        request.metadata_mut().insert("authorization", bearer);
+        telemetry::inject_into_metadata(request.metadata_mut());
+        Ok(request)
+    }
 }
 
 fn unavailable(status: &tonic::Status) -> ApiError {
@@ -104,82 +102,59 @@ fn unavailable(status: &tonic::Status) -> ApiError {
 
 #[async_trait]
 impl Directory for IdentityDirectory {
-    async fn user(&self, user_id: &str) -> Result<Option<UserInfo>, ApiError> {
-        let mut request = tonic::Request::new(GetUserAccessRequest { user_id: user_id.to_owned() });
-        request.set_timeout(Duration::from_secs(2));
-        match self.access.clone().get_user_access(request).await {
+    async fn user(&self, caller: &Caller, user_id: &str) -> Result<Option<UserInfo>, ApiError> {
+        let request = self.request(caller, GetUserAccessRequest { user_id: user_id.to_owned() })?;
+        match AccessServiceClient::new(self.channel.clone()).get_user_access(request).await {
             Ok(r) => {
                 let r = r.into_inner();
                 Ok(Some(UserInfo { active: r.active, staff: r.staff_role != 0, team_ids: r.team_ids }))
             }
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            // Unknown, or not one the caller may learn about: the same to the caller.
+            Err(status) if matches!(status.code(), tonic::Code::NotFound | tonic::Code::PermissionDenied) => {
+                Ok(None)
+            }
             Err(status) => Err(unavailable(&status)),
         }
     }
 
-    async fn team_enrolled(&self, team_id: &str, program_id: &str) -> Result<bool, ApiError> {
-        let mut request = tonic::Request::new(CheckTeamEnrollmentRequest {
-            program_id: program_id.to_owned(),
-            team_id: team_id.to_owned(),
-        });
-        request.set_timeout(Duration::from_secs(2));
-        match self.access.clone().check_team_enrollment(request).await {
+    async fn team_enrolled(
+        &self,
+        caller: &Caller,
+        team_id: &str,
+        program_id: &str,
+    ) -> Result<bool, ApiError> {
+        let request = self.request(
+            caller,
+            CheckTeamEnrollmentRequest { program_id: program_id.to_owned(), team_id: team_id.to_owned() },
+        )?;
+        match AccessServiceClient::new(self.channel.clone()).check_team_enrollment(request).await {
             Ok(r) => Ok(r.into_inner().enrolled),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
             Err(status) => Err(unavailable(&status)),
         }
     }
-}
-
-async fn fetch_jwks(
-    auth: &mut AuthServiceClient<Channel>,
-) -> anyhow::Result<Vec<tandem_proto::identity::v1::Jwk>> {
-    Ok(auth.get_jwks(GetJwksRequest {}).await?.into_inner().keys)
 }
 
 async fn serve(args: DealsArgs) -> anyhow::Result<()> {
     let common = args.common;
     let _telemetry = telemetry::init("tandem-deals", common.log_format, common.otel_endpoint.as_deref())?;
     let db = Db::connect(&common.database.database_url, &common.database.options())?;
-    let identity = Endpoint::from_shared(args.identity_url)?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let mut auth = AuthServiceClient::new(identity.clone());
-    // Identity may start after us: retry until its keys arrive.
-    let keys = loop {
-        match fetch_jwks(&mut auth).await {
-            Ok(keys) => break Arc::new(KeySet::from_jwks(&keys)?),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot fetch identity's public keys yet; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
+    let identity = peers::Identity::connect(&args.identity_url)?;
+    let keys = identity.keys().await?;
+    let directory = IdentityDirectory {
+        channel: Endpoint::from_shared(args.identity_url)?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5))
+            .connect_lazy(),
     };
-    tokio::spawn({
-        let keys = keys.clone();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(300)).await;
-                match fetch_jwks(&mut auth).await {
-                    Ok(jwks) => {
-                        if let Err(err) = keys.replace(&jwks).await {
-                            tracing::warn!(error = %err, "identity published unusable keys; keeping the previous ones");
-                        }
-                    }
-                    Err(err) => tracing::warn!(error = %err, "cannot refresh identity's public keys"),
-                }
-            }
-        }
-    });
 
     // The production bus is Redis Streams; until it lands the outbox relays in process.
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    let relay = OutboxRelay::new(db.clone(), bus.clone());
-    let access = AccessServiceClient::new(identity);
+    let relay = OutboxRelay::new(db.clone(), bus);
     let deals = Deals::new(
         db.clone(),
-        Arc::new(IdentityPermissions { access: access.clone() }),
-        Arc::new(IdentityDirectory { access }),
+        Arc::new(identity),
+        Arc::new(directory),
         relay.waker(),
         Settings { registration_expiry_days: args.registration_expiry_days },
     );
@@ -191,36 +166,16 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
         Server::build(common.server.options(common.listen), services, Arc::new(JwtVerifier::new(keys)))
             .await?;
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = Shutdown::default();
     tokio::spawn({
-        let mut stop = stop_rx.clone();
-        let migrated = migrated.clone();
+        let (relay_stopped, expiry_stopped) = (shutdown.requested(), shutdown.requested());
         async move {
             migrated.migrated().await;
-            deals
-                .run_expiry(Duration::from_secs(60), async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
+            tokio::spawn(deals.run_expiry(Duration::from_secs(60), expiry_stopped));
+            relay.run(relay_stopped).await;
         }
     });
-    tokio::spawn({
-        let mut stop = stop_rx.clone();
-        async move {
-            migrated.migrated().await;
-            relay
-                .run(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-        }
-    });
-    server
-        .run_until_stopped(async move {
-            shutdown_signal().await;
-            let _ = stop_tx.send(true);
-        })
-        .await?;
+    server.run_until_stopped(shutdown.on_signal()).await?;
     db.close().await;
     Ok(())
 }

@@ -29,7 +29,10 @@ async fn other_services_learn_user_access_and_team_enrolment(db: TestDb) {
     let own = access(&owner, &user.id).await.must();
     assert!(own.active && own.staff_role == 0);
     assert_eq!(own.team_ids, vec![team.id.clone()]);
-    access(&solo, &user.id).await.fails(Code::PermissionDenied);
+    access(&solo, &user.id).await.fails(Code::NotFound);
+    let mate = app.invite_newcomer(&owner, &team.id, "mate@acme.example", TeamRole::Member).await;
+    let seen_by_mate = access(&mate, &user.id).await.must();
+    assert_eq!(seen_by_mate.team_ids, vec![team.id.clone()]);
     let staff_view = access(&manager, &manager.user_id).await.must();
     assert_eq!(staff_view.staff_role(), StaffRole::ChannelManager);
     assert!(staff_view.team_ids.is_empty());

@@ -12,6 +12,7 @@ use tandem_identity::{
 };
 use tandem_platform::{
     ApiError,
+    auth::Caller,
     bus::{EventBus, InProcessBus},
     db::{Db, DbOptions},
     outbox::OutboxRelay,
@@ -58,7 +59,7 @@ fn api_error(err: tandem_identity::error::IdentityError) -> ApiError {
 
 #[async_trait]
 impl Directory for IdentityDirectory {
-    async fn user(&self, user_id: &str) -> Result<Option<UserInfo>, ApiError> {
+    async fn user(&self, _caller: &Caller, user_id: &str) -> Result<Option<UserInfo>, ApiError> {
         Ok(self.0.user_access(user_id).await.map_err(api_error)?.map(|u| UserInfo {
             active: u.active,
             staff: u.staff_role.is_some(),
@@ -66,7 +67,12 @@ impl Directory for IdentityDirectory {
         }))
     }
 
-    async fn team_enrolled(&self, team_id: &str, program_id: &str) -> Result<bool, ApiError> {
+    async fn team_enrolled(
+        &self,
+        _caller: &Caller,
+        team_id: &str,
+        program_id: &str,
+    ) -> Result<bool, ApiError> {
         self.0.team_enrolled(team_id, program_id).await.map_err(api_error)
     }
 }

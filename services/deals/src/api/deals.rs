@@ -170,7 +170,7 @@ impl DealsApi {
         v.text("request_id", &request_id, ID_MAX);
         v.finish()?;
         self.authorize_contribute(&caller, &team_id, "team").await?;
-        if !program_id.is_empty() && !self.directory.team_enrolled(&team_id, &program_id).await? {
+        if !program_id.is_empty() && !self.directory.team_enrolled(&caller, &team_id, &program_id).await? {
             return Err(DealsError::rule(
                 ErrorReason::NotEnrolled,
                 "the team is not enrolled in the program",
@@ -503,7 +503,7 @@ impl DealsApi {
         if is_closed(&deal) {
             return Err(closed_error());
         }
-        let user = self.directory.user(&user_id).await?.ok_or(DealsError::NotFound("user"))?;
+        let user = self.directory.user(&caller, &user_id).await?.ok_or(DealsError::NotFound("user"))?;
         if !user.active {
             return Err(DealsError::rule(ErrorReason::UserInactive, "the user is deactivated"));
         }

@@ -156,7 +156,7 @@ impl DealsApi {
         v.optional_text("contact_email", &lead.contact_email, EMAIL_MAX);
         v.finish()?;
         let mut tx = self.db.begin().await?;
-        self.apply_rules(&mut tx, &mut lead, &[]).await?;
+        self.apply_rules(&caller, &mut tx, &mut lead, &[]).await?;
         store::insert_lead(&mut tx, &lead).await?;
         if notify {
             self.notify_owner(&mut tx, &lead).await?;
@@ -290,6 +290,7 @@ impl DealsApi {
     /// Validates a hand assignment's target and resolves it.
     async fn destination(
         &self,
+        caller: &Caller,
         user_id: Option<&str>,
         queue_id: Option<&str>,
         team_id: &str,
@@ -309,7 +310,7 @@ impl DealsApi {
             store::queue(&mut conn, queue_id).await?.ok_or(DealsError::NotFound("queue"))?;
             return Ok(Destination::Queue(queue_id.to_owned()));
         }
-        Ok(Destination::User(self.resolve_partner(user_id.unwrap_or_default(), team_id).await?))
+        Ok(Destination::User(self.resolve_partner(caller, user_id.unwrap_or_default(), team_id).await?))
     }
 
     /// Sends one lead to `dest` in its own transaction. `Ok(false)` when it was already there
@@ -364,7 +365,7 @@ impl DealsApi {
             Some(Target::QueueId(q)) => (None, Some(q.as_str())),
             None => (None, None),
         };
-        let dest = self.destination(user, queue, &team_id).await?;
+        let dest = self.destination(&caller, user, queue, &team_id).await?;
         let (_, row) = self.reassign(&lead_id, &dest, notify).await?;
         Ok(pb::AssignLeadResponse { lead: Some(self.lead_message(&row).await?) })
     }
@@ -433,7 +434,7 @@ impl DealsApi {
         row.status = LeadStatus::New.as_str().to_owned();
         row.update_time = now_micros().max(lead.update_time + 1);
         // Back to the rules, which skip every team that declined it.
-        self.apply_rules(&mut tx, &mut row, &declined).await?;
+        self.apply_rules(&caller, &mut tx, &mut row, &declined).await?;
         if !store::update_lead(&mut tx, &row, lead.update_time).await? {
             return Err(DealsError::Conflict("the lead"));
         }
@@ -464,7 +465,7 @@ impl DealsApi {
             Some(Target::QueueId(q)) => (None, Some(q.as_str())),
             None => (None, None),
         };
-        let dest = self.destination(user, queue, &team_id).await?;
+        let dest = self.destination(&caller, user, queue, &team_id).await?;
         let api = self.clone();
         let total = i32::try_from(lead_ids.len()).unwrap_or(i32::MAX);
         let (tx, rx) = tokio::sync::mpsc::channel(16);

@@ -46,19 +46,13 @@ impl std::ops::Deref for DealsApi {
 /// Every deals service, with message size limits.
 pub fn services(deals: &Arc<Deals>, max_message_bytes: usize) -> ServiceSet {
     let api = DealsApi(deals.clone());
-    macro_rules! limited {
-        ($server:ident) => {
-            $server::new(api.clone())
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes)
-        };
-    }
     service_set![
-        limited!(LeadServiceServer),
-        limited!(QueueServiceServer),
-        limited!(AssignmentRuleServiceServer),
-        limited!(DealServiceServer),
-        limited!(PipelineServiceServer),
+        max_message_bytes;
+        LeadServiceServer::new(api.clone()),
+        QueueServiceServer::new(api.clone()),
+        AssignmentRuleServiceServer::new(api.clone()),
+        DealServiceServer::new(api.clone()),
+        PipelineServiceServer::new(api),
     ]
 }
 

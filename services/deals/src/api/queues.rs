@@ -36,7 +36,8 @@ impl DealsApi {
         &self,
         request: Request<pb::CreateQueueRequest>,
     ) -> Result<pb::CreateQueueResponse> {
-        require_staff(&caller(&request)?, "only vendor staff create queues")?;
+        let caller = caller(&request)?;
+        require_staff(&caller, "only vendor staff create queues")?;
         let pb::CreateQueueRequest { name, member_user_ids } = request.into_inner();
         let mut v = Validator::new();
         v.text("name", &name, NAME_MAX);
@@ -46,7 +47,7 @@ impl DealsApi {
         v.finish()?;
         let mut members = Vec::with_capacity(member_user_ids.len());
         for id in &member_user_ids {
-            members.push(self.resolve_partner(id, "").await?);
+            members.push(self.resolve_partner(&caller, id, "").await?);
         }
         let now = now_micros();
         let queue = QueueRow { id: new_id("queue"), name: name.trim().to_owned(), create_time: now };
@@ -64,7 +65,8 @@ impl DealsApi {
         &self,
         request: Request<pb::AddQueueMemberRequest>,
     ) -> Result<pb::AddQueueMemberResponse> {
-        require_staff(&caller(&request)?, "only vendor staff manage queues")?;
+        let caller = caller(&request)?;
+        require_staff(&caller, "only vendor staff manage queues")?;
         let pb::AddQueueMemberRequest { queue_id, user_id, team_id } = request.into_inner();
         let mut v = Validator::new();
         v.id("queue_id", "queue", &queue_id).id("user_id", "user", &user_id);
@@ -72,7 +74,7 @@ impl DealsApi {
             v.id("team_id", "team", &team_id);
         }
         v.finish()?;
-        let member = self.resolve_partner(&user_id, &team_id).await?;
+        let member = self.resolve_partner(&caller, &user_id, &team_id).await?;
         let mut tx = self.db.begin().await?;
         store::queue(&mut tx, &queue_id).await?.ok_or(DealsError::NotFound("queue"))?;
         store::insert_queue_member(&mut tx, &queue_id, &member, now_micros()).await?;

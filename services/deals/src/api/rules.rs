@@ -36,7 +36,8 @@ impl DealsApi {
         request: Request<pb::CreateAssignmentRuleRequest>,
     ) -> Result<pb::CreateAssignmentRuleResponse> {
         use pb::create_assignment_rule_request::Target;
-        require_staff(&caller(&request)?, "only vendor staff define assignment rules")?;
+        let caller = caller(&request)?;
+        require_staff(&caller, "only vendor staff define assignment rules")?;
         let pb::CreateAssignmentRuleRequest { priority, criteria, target, team_id } = request.into_inner();
         let mut v = Validator::new();
         v.check(priority >= 0, "priority", "must not be negative");
@@ -82,7 +83,7 @@ impl DealsApi {
         v.finish()?;
         let (kind, target_id, team_id) = match target {
             Some(Target::UserId(u)) => {
-                let m = self.resolve_partner(&u, &team_id).await?;
+                let m = self.resolve_partner(&caller, &u, &team_id).await?;
                 ("USER", m.user_id, m.team_id)
             }
             Some(Target::QueueId(q)) => ("QUEUE", q, String::new()),
@@ -159,7 +160,8 @@ impl DealsApi {
         &self,
         request: Request<pb::ApplyAssignmentRulesRequest>,
     ) -> Result<pb::ApplyAssignmentRulesResponse> {
-        require_staff(&caller(&request)?, "only vendor staff run assignment rules")?;
+        let caller = caller(&request)?;
+        require_staff(&caller, "only vendor staff run assignment rules")?;
         let lead_ids = request.into_inner().lead_ids;
         let mut v = Validator::new();
         v.check(!lead_ids.is_empty(), "lead_ids", "must name at least one lead");
@@ -177,7 +179,7 @@ impl DealsApi {
             let mut row = current.clone();
             let open = !crate::domain::leads::LeadStatus::parse(&row.status)
                 .is_some_and(crate::domain::leads::LeadStatus::is_final);
-            if open && self.apply_rules(&mut tx, &mut row, &declined).await? {
+            if open && self.apply_rules(&caller, &mut tx, &mut row, &declined).await? {
                 if !store::update_lead(&mut tx, &row, current.update_time).await? {
                     return Err(DealsError::Conflict("the lead"));
                 }

@@ -69,10 +69,15 @@ impl Permissions for FakeIdentity {
 
 #[async_trait]
 impl Directory for FakeIdentity {
-    async fn user(&self, user_id: &str) -> Result<Option<UserInfo>, ApiError> {
+    async fn user(&self, _caller: &Caller, user_id: &str) -> Result<Option<UserInfo>, ApiError> {
         Ok(self.users.lock().unwrap().get(user_id).cloned())
     }
-    async fn team_enrolled(&self, team_id: &str, program_id: &str) -> Result<bool, ApiError> {
+    async fn team_enrolled(
+        &self,
+        _caller: &Caller,
+        team_id: &str,
+        program_id: &str,
+    ) -> Result<bool, ApiError> {
         Ok(self.enrolled.lock().unwrap().contains(&(team_id.to_owned(), program_id.to_owned())))
     }
 }

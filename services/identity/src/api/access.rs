@@ -50,10 +50,16 @@ impl IdentityApi {
         let caller = caller(&request)?;
         let user_id = request.into_inner().user_id;
         Validator::new().id("user_id", "user", &user_id).finish()?;
+        let mut access = self.user_access(&user_id).await?.ok_or(IdentityError::NotFound("user"))?;
+        // A partner learns about itself and about the members of its teams, and of their teams
+        // only the ones it shares; staff learn about anyone.
         if caller.user_id != user_id && !caller.is_staff() {
-            return Err(IdentityError::Denied("a user may only ask about itself"));
+            let mine = self.user_access(&caller.user_id).await?.map(|a| a.team_ids).unwrap_or_default();
+            access.team_ids.retain(|t| mine.contains(t));
+            if access.team_ids.is_empty() {
+                return Err(IdentityError::NotFound("user"));
+            }
         }
-        let access = self.user_access(&user_id).await?.ok_or(IdentityError::NotFound("user"))?;
         Ok(pb::GetUserAccessResponse {
             user_id,
             active: access.active,
