@@ -115,6 +115,13 @@ CREATE INDEX deals_by_team ON deals (team_id, id);
 CREATE INDEX deals_by_domain ON deals (customer_domain, registration_status);
 CREATE INDEX deals_expiring ON deals (registration_expire_time) WHERE outcome = '';
 
+-- One row per customer domain ever registered. Registering updates it first: its row lock
+-- queues registrations of one domain, so the first wins even when two arrive at once.
+CREATE TABLE customer_domains (
+    domain        TEXT PRIMARY KEY,
+    registrations BIGINT NOT NULL
+);
+
 CREATE TABLE deal_team (
     deal_id  TEXT   NOT NULL REFERENCES deals (id),
     user_id  TEXT   NOT NULL,

@@ -21,6 +21,7 @@ use tonic::Code;
 backend_tests!(
     registration_conflicts_on_the_normalised_domain_first_wins,
     register_deal_retried_concurrently_makes_one_deal,
+    concurrent_registrations_of_one_customer_have_one_winner,
     registration_needs_enrolment_when_a_program_is_named,
     bad_deal_input_is_refused_with_field_violations,
     staff_review_registrations_once,
@@ -160,6 +161,27 @@ async fn register_deal_retried_concurrently_makes_one_deal(db: TestDb) {
     different.customer_name = "Globex".into();
     let err = h.deal.clone().register_deal(h.member.req(different)).await.unwrap_err();
     assert_eq!((err.code(), reason(&err).as_str()), (Code::AlreadyExists, "REQUEST_ID_REUSED"));
+}
+
+async fn concurrent_registrations_of_one_customer_have_one_winner(db: TestDb) {
+    let h = Harness::start(db).await;
+    let partners: Vec<(String, common::User)> = (0..8)
+        .map(|_| {
+            let team = new_id("team");
+            let owner = h.partner(&team, Role::Owner);
+            (team, owner)
+        })
+        .collect();
+    let calls = partners.iter().map(|(team, owner)| {
+        let mut deals = h.deal.clone();
+        let r = owner.req(h.register_request(team, "acme.com", &new_id("req")));
+        tokio::spawn(async move { deals.register_deal(r).await.map(|r| r.into_inner().deal.unwrap()) })
+    });
+    let deals: Vec<pb::Deal> =
+        futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    let winners: Vec<&pb::Deal> = deals.iter().filter(|d| d.conflicting_deal_id.is_empty()).collect();
+    assert_eq!(winners.len(), 1, "{deals:?}");
+    assert!(deals.iter().filter(|d| d.id != winners[0].id).all(|d| d.conflicting_deal_id == winners[0].id));
 }
 
 async fn registration_needs_enrolment_when_a_program_is_named(db: TestDb) {

@@ -204,6 +204,7 @@ impl DealsApi {
             }
             None => (String::new(), String::new()),
         };
+        store::lock_domain(&mut tx, &domain).await?;
         let others = store::active_registrations(&mut tx, &domain).await?;
         let deal = DealRow {
             id: new_id("deal"),

@@ -584,6 +584,19 @@ pub async fn list_deals(c: &mut Conn, f: &DealFilter, before: &str, limit: i64) 
     .await?)
 }
 
+/// Takes the domain's registration lock until the transaction ends (PostgreSQL's row lock;
+/// SQLite has one writer), so concurrent registrations of one domain see each other.
+pub async fn lock_domain(c: &mut Conn, domain: &str) -> R<()> {
+    sqlx::query(
+        "INSERT INTO customer_domains (domain, registrations) VALUES ($1, 1) \
+         ON CONFLICT (domain) DO UPDATE SET registrations = customer_domains.registrations + 1",
+    )
+    .bind(domain)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
 /// `(deal_id, team_id, create_time)` of the active registrations of a domain.
 pub async fn active_registrations(c: &mut Conn, domain: &str) -> R<Vec<(String, String, i64)>> {
     Ok(sqlx::query_as(
