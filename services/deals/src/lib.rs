@@ -7,6 +7,7 @@ pub mod api;
 pub mod assign;
 pub mod domain;
 pub mod error;
+pub mod identity;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
