@@ -313,6 +313,14 @@ async fn round_robin_is_exact_under_concurrent_creation(db: TestDb) {
     let count = |u: &common::User| leads.iter().filter(|l| l.owner_user_id == u.id).count();
     assert_eq!((count(&a), count(&b), count(&c)), (10, 10, 10));
     assert!(leads.iter().all(|l| l.queue_id == queue.id && l.status() == pb::LeadStatus::Assigned));
+    // A deactivated member is skipped; the others keep taking turns.
+    h.deactivate(&c.id);
+    let mut owners = Vec::new();
+    for _ in 0..4 {
+        owners.push(h.create_lead("FR", "Retail", 1).await.owner_user_id);
+    }
+    let to = |u: &common::User| owners.iter().filter(|o| **o == u.id).count();
+    assert_eq!((to(&a), to(&b), to(&c)), (2, 2, 0));
 }
 
 async fn two_members_claiming_at_once_one_wins(db: TestDb) {

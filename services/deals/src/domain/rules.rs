@@ -173,12 +173,14 @@ pub fn first_match<'a, T>(rules: &'a [Rule<T>], lead: &LeadFacts) -> Option<&'a 
     matching(rules, lead).into_iter().next()
 }
 
-/// Round-robin: the member at `cursor` (modulo the member count), or the next one after it
-/// that `eligible` accepts. `None` when no member is eligible.
+/// Round-robin: the turn `cursor` falls on among the members `eligible` accepts, in member
+/// order (the index in `members`). Turns rotate over the eligible members only, so one who is
+/// skipped (inactive, or of a team that declined the lead) gives no one an extra turn. `None`
+/// when no member is eligible.
 pub fn round_robin<M>(members: &[M], cursor: i64, eligible: impl Fn(&M) -> bool) -> Option<usize> {
-    let n = i64::try_from(members.len()).ok().filter(|n| *n > 0)?;
-    let start = cursor.rem_euclid(n);
-    (0..n).map(|i| usize::try_from((start + i) % n).unwrap_or(0)).find(|&i| eligible(&members[i]))
+    let candidates: Vec<usize> = (0..members.len()).filter(|&i| eligible(&members[i])).collect();
+    let n = i64::try_from(candidates.len()).ok().filter(|n| *n > 0)?;
+    candidates.get(usize::try_from(cursor.rem_euclid(n)).ok()?).copied()
 }
 
 #[cfg(test)]
@@ -285,6 +287,16 @@ mod tests {
         assert_eq!(round_robin(&members, 0, |_| false), None);
         assert_eq!(round_robin::<&str>(&[], 3, |_| true), None);
         assert_eq!(round_robin(&members, -1, |_| true), Some(2));
+    }
+
+    #[test]
+    fn a_skipped_member_gives_no_one_an_extra_turn() {
+        let members = ["a", "b", "c"];
+        let mut counts = [0; 3];
+        for k in 0..10 {
+            counts[round_robin(&members, k, |m| *m != "b").unwrap()] += 1;
+        }
+        assert_eq!(counts, [5, 0, 5]);
     }
 
     #[test]
