@@ -16,6 +16,11 @@ use tandem_proto::{
         commission_service_client::CommissionServiceClient, customer_service_client::CustomerServiceClient,
     },
     common::v1::Money,
+    deals::v1::{
+        self as deals, assignment_rule_service_client::AssignmentRuleServiceClient,
+        deal_service_client::DealServiceClient, lead_service_client::LeadServiceClient,
+        pipeline_service_client::PipelineServiceClient, queue_service_client::QueueServiceClient,
+    },
 };
 use tonic::{Request, transport::Channel};
 
@@ -39,6 +44,11 @@ struct Clients {
     applications: ApplicationServiceClient<Channel>,
     plans: CommissionServiceClient<Channel>,
     customers: CustomerServiceClient<Channel>,
+    pipelines: PipelineServiceClient<Channel>,
+    queues: QueueServiceClient<Channel>,
+    rules: AssignmentRuleServiceClient<Channel>,
+    leads: LeadServiceClient<Channel>,
+    deals: DealServiceClient<Channel>,
 }
 
 impl Clients {
@@ -116,6 +126,11 @@ pub async fn load(identity: &Identity, addr: SocketAddr) -> anyhow::Result<()> {
         applications: ApplicationServiceClient::new(channel.clone()),
         plans: CommissionServiceClient::new(channel.clone()),
         customers: CustomerServiceClient::new(channel),
+        pipelines: PipelineServiceClient::new(channel.clone()),
+        queues: QueueServiceClient::new(channel.clone()),
+        rules: AssignmentRuleServiceClient::new(channel.clone()),
+        leads: LeadServiceClient::new(channel.clone()),
+        deals: DealServiceClient::new(channel),
     };
     if c.login(OWNER_EMAIL, PARTNER_PASSWORD).await.is_err() {
         populate(&mut c).await?;
@@ -213,6 +228,7 @@ async fn populate(c: &mut Clients) -> anyhow::Result<()> {
             },
         ))
         .await?;
+    populate_deals(c, &admin, &owner, &team.id).await?;
 
     // Contoso: applies through the partner application and is onboarded by approval.
     let (eve, _) = c.sign_up("eve@contoso.example", "Eve Applicant", "").await?;
@@ -248,6 +264,99 @@ async fn populate(c: &mut Clients) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deals for Northwind: a shared-deal pipeline as its default, a queue of Ben and Chloe that
+/// French-speaking leads go to in turn, three leads, and a registered deal.
+async fn populate_deals(c: &mut Clients, admin: &str, owner: &str, team_id: &str) -> anyhow::Result<()> {
+    let mut user_id = async |email: &str| -> anyhow::Result<String> {
+        let token = c.login(email, PARTNER_PASSWORD).await?;
+        let me = c.auth.get_current_user(authed(&token, pb::GetCurrentUserRequest {})).await?.into_inner();
+        Ok(me.user.unwrap_or_default().id)
+    };
+    let ben = user_id("ben@northwind.example").await?;
+    let chloe = user_id("chloe@northwind.example").await?;
+    let stages = ["Qualify", "Propose", "Negotiate", "Commit"];
+    let pipeline = c
+        .pipelines
+        .create_pipeline(authed(
+            admin,
+            deals::CreatePipelineRequest {
+                name: "Shared deals".into(),
+                stages: stages.iter().map(|s| deals::Stage { name: (*s).into() }).collect(),
+            },
+        ))
+        .await?
+        .into_inner()
+        .pipeline
+        .unwrap_or_default();
+    c.pipelines
+        .set_default_shared_deal_pipeline(authed(
+            owner,
+            deals::SetDefaultSharedDealPipelineRequest { team_id: team_id.into(), pipeline_id: pipeline.id },
+        ))
+        .await?;
+    let queue = c
+        .queues
+        .create_queue(authed(
+            admin,
+            deals::CreateQueueRequest { name: "Northwind leads".into(), member_user_ids: vec![ben, chloe] },
+        ))
+        .await?
+        .into_inner()
+        .queue
+        .unwrap_or_default();
+    c.rules
+        .create_assignment_rule(authed(
+            admin,
+            deals::CreateAssignmentRuleRequest {
+                priority: 10,
+                criteria: vec![deals::Criterion {
+                    field: "country".into(),
+                    operator: deals::CriterionOperator::In.into(),
+                    value: "FR,BE,LU".into(),
+                }],
+                target: Some(deals::create_assignment_rule_request::Target::RoundRobinQueueId(queue.id)),
+                team_id: String::new(),
+            },
+        ))
+        .await?;
+    for (company, country, employees) in
+        [("Fabrikam", "FR", 1_200), ("Tailspin Toys", "BE", 80), ("Wingtip", "DE", 300)]
+    {
+        c.leads
+            .create_lead(authed(
+                admin,
+                deals::CreateLeadRequest {
+                    company_name: company.into(),
+                    contact_email: String::new(),
+                    country: country.into(),
+                    industry: "Manufacturing".into(),
+                    employee_count: employees,
+                    notify: true,
+                },
+            ))
+            .await?;
+    }
+    c.deals
+        .register_deal(authed(
+            owner,
+            deals::RegisterDealRequest {
+                team_id: team_id.into(),
+                program_id: String::new(),
+                customer_name: "Fabrikam".into(),
+                customer_domain: "fabrikam.example".into(),
+                amount: Some(Money { currency_code: "USD".into(), amount_minor: 4_800_000 }),
+                products: vec!["Sales Hub".into()],
+                expected_close_date: None,
+                client_market: "FR".into(),
+                deal_type: deals::DealType::NewBusiness.into(),
+                request_id: "demo-fabrikam".into(),
+                will_manage: true,
+            },
+        ))
+        .await?;
+    Ok(())
+}
+
 fn print_guide(addr: SocketAddr) {
     println!(
         r#"
@@ -271,6 +380,14 @@ Try it with grpcurl:
       | sed -n 's/.*"id": "\(team_[^"]*\)".*/\1/p' | head -1)
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{{\"teamId\":\"$TEAM\"}}" {addr} tandem.commissions.v1.CustomerService/ListCustomers
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" -d "{{\"teamId\":\"$TEAM\"}}" {addr} tandem.commissions.v1.RewardService/GetRewardBalance
+
+Deals (as the staff admin: leads the rules placed, Northwind's registered deal):
+
+  STAFF=$(grpcurl -plaintext -d '{{"email":"{ADMIN_EMAIL}","password":"{ADMIN_PASSWORD}"}}' \
+      {addr} tandem.identity.v1.AuthService/Authenticate | sed -n 's/.*"accessToken": "\(.*\)".*/\1/p')
+  grpcurl -plaintext -H "authorization: Bearer $STAFF" {addr} tandem.deals.v1.LeadService/ListLeads
+  grpcurl -plaintext -H "authorization: Bearer $STAFF" {addr} tandem.deals.v1.DealService/ListDeals
+  grpcurl -plaintext -H "authorization: Bearer $STAFF" {addr} tandem.deals.v1.PipelineService/ListPipelines
 "#
     );
 }

@@ -182,7 +182,9 @@ async fn login(channel: &Channel, email: &str, password: &str) -> String {
 #[tokio::test]
 async fn a_deal_won_in_dev_earns_points_in_tiers_and_notifies_the_partner() {
     use tandem_proto::{
-        deals::v1::{self as deals, deal_service_client::DealServiceClient},
+        deals::v1::{
+            self as deals, deal_service_client::DealServiceClient, lead_service_client::LeadServiceClient,
+        },
         identity::v1::{
             ListNotificationsRequest, ListProgramsRequest, ListTeamsRequest,
             notification_service_client::NotificationServiceClient,
@@ -269,6 +271,26 @@ async fn a_deal_won_in_dev_earns_points_in_tiers_and_notifies_the_partner() {
         assert!(Instant::now() < deadline, "tiers never credited the won deal: {status:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The demo's leads: the French and Belgian ones went to Ben and Chloe in turn, the German
+    // one waits for an owner.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leads = loop {
+        let leads = LeadServiceClient::new(channel.clone())
+            .list_leads(authed(&admin, deals::ListLeadsRequest::default()))
+            .await
+            .expect("staff list leads")
+            .into_inner()
+            .leads;
+        if leads.len() == 3 {
+            break leads;
+        }
+        assert!(Instant::now() < deadline, "the demo's leads never appeared: {leads:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let owners: std::collections::HashSet<_> =
+        leads.iter().filter(|l| l.country != "DE").map(|l| l.owner_user_id.clone()).collect();
+    assert_eq!(owners.len(), 2, "{leads:?}");
+    assert!(leads.iter().any(|l| l.country == "DE" && l.owner_user_id.is_empty()));
     let notifications = NotificationServiceClient::new(channel)
         .list_notifications(authed(&ana, ListNotificationsRequest::default()))
         .await
