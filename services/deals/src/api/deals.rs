@@ -196,7 +196,6 @@ impl DealsApi {
                 ));
             }
         }
-        let now = now_micros();
         let (pipeline_id, stage) = match store::default_pipeline(&mut tx, &team_id).await? {
             Some(p) => {
                 let first = store::stages(&mut tx, &p).await?.into_iter().next().unwrap_or_default();
@@ -205,6 +204,9 @@ impl DealsApi {
             None => (String::new(), String::new()),
         };
         store::lock_domain(&mut tx, &domain).await?;
+        // Read the time under the domain's lock: registrations of one domain are stamped in the
+        // order they hold it.
+        let now = now_micros();
         let others = store::active_registrations(&mut tx, &domain).await?;
         let deal = DealRow {
             id: new_id("deal"),

@@ -96,16 +96,27 @@ pub fn is_due(status: RegistrationStatus, closed: bool, expire_at: Micros, now: 
     status.is_active() && !closed && expire_at <= now
 }
 
-/// The deal a new registration conflicts with: the first registration wins, so it is the
-/// earliest active registration of the domain when another team holds it; none when the team
-/// itself registered the customer first. `others` are `(deal_id, team_id, create_time)` of
-/// active registrations of the domain.
-pub fn conflict<'a>(team_id: &str, others: &'a [(String, String, Micros)]) -> Option<&'a str> {
-    others
+/// An active registration of a customer domain, as conflict detection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveRegistration {
+    pub deal_id: String,
+    pub team_id: String,
+    pub create_time: Micros,
+    /// Empty when this registration itself holds the customer.
+    pub conflicting_deal_id: String,
+}
+
+/// The deal a new registration conflicts with. The first registration wins: the customer is
+/// held by the earliest active registration that conflicts with none (when the holder expired
+/// or was rejected, by the earliest still active). None when the team itself holds it.
+pub fn conflict<'a>(team_id: &str, active: &'a [ActiveRegistration]) -> Option<&'a str> {
+    let earliest = |r: &&ActiveRegistration| (r.create_time, r.deal_id.clone());
+    let holder = active
         .iter()
-        .min_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(&b.0)))
-        .filter(|(_, team, _)| team != team_id)
-        .map(|(id, _, _)| id.as_str())
+        .filter(|r| r.conflicting_deal_id.is_empty())
+        .min_by_key(earliest)
+        .or_else(|| active.iter().min_by_key(earliest))?;
+    (holder.team_id != team_id).then_some(holder.deal_id.as_str())
 }
 
 #[cfg(test)]
@@ -161,12 +172,33 @@ mod tests {
         assert_eq!(active, [RegistrationStatus::Pending, RegistrationStatus::Approved]);
     }
 
+    fn reg(deal: &str, team: &str, at: Micros, conflicting: &str) -> ActiveRegistration {
+        ActiveRegistration {
+            deal_id: deal.into(),
+            team_id: team.into(),
+            create_time: at,
+            conflicting_deal_id: conflicting.into(),
+        }
+    }
+
+    #[test]
+    fn the_holder_is_the_first_registration_without_a_conflict() {
+        // deal_x is older but lost a race to deal_h: it conflicts, so deal_h holds.
+        let active = vec![reg("deal_x", "team_x", 5, "deal_h"), reg("deal_h", "team_h", 7, "")];
+        assert_eq!(conflict("team_new", &active), Some("deal_h"));
+        assert_eq!(conflict("team_h", &active), None);
+        // The holder expired: the earliest still active holds.
+        let active = vec![reg("deal_x", "team_x", 5, "deal_gone"), reg("deal_y", "team_y", 9, "deal_gone")];
+        assert_eq!(conflict("team_new", &active), Some("deal_x"));
+        assert_eq!(conflict("team_x", &active), None);
+    }
+
     #[test]
     fn the_first_registration_of_another_team_wins() {
         let others = vec![
-            ("deal_b".to_owned(), "team_b".to_owned(), 20),
-            ("deal_a".to_owned(), "team_a".to_owned(), 10),
-            ("deal_c".to_owned(), "team_c".to_owned(), 5),
+            reg("deal_b", "team_b", 20, ""),
+            reg("deal_a", "team_a", 10, ""),
+            reg("deal_c", "team_c", 5, ""),
         ];
         assert_eq!(conflict("team_c", &others), None, "the team that registered first holds the customer");
         assert_eq!(conflict("team_a", &others), Some("deal_c"), "not the later deal_a of its own");

@@ -3,6 +3,8 @@
 //! "none" in optional columns.
 
 use sqlx::{AnyConnection, AssertSqlSafe, FromRow};
+
+use crate::domain::registration::ActiveRegistration;
 use tandem_platform::{
     db::{DbError, Flag},
     time::Micros,
@@ -597,15 +599,24 @@ pub async fn lock_domain(c: &mut Conn, domain: &str) -> R<()> {
     Ok(())
 }
 
-/// `(deal_id, team_id, create_time)` of the active registrations of a domain.
-pub async fn active_registrations(c: &mut Conn, domain: &str) -> R<Vec<(String, String, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT id, team_id, create_time FROM deals WHERE customer_domain = $1 \
+/// The active registrations of a domain.
+pub async fn active_registrations(c: &mut Conn, domain: &str) -> R<Vec<ActiveRegistration>> {
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT id, team_id, create_time, conflicting_deal_id FROM deals WHERE customer_domain = $1 \
          AND registration_status IN ('PENDING', 'APPROVED')",
     )
     .bind(domain)
     .fetch_all(c)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(deal_id, team_id, create_time, conflicting_deal_id)| ActiveRegistration {
+            deal_id,
+            team_id,
+            create_time,
+            conflicting_deal_id,
+        })
+        .collect())
 }
 
 /// Marks every open, active registration past its time as expired; returns them.
