@@ -125,7 +125,7 @@ pub async fn load(identity: &Identity, addr: SocketAddr) -> anyhow::Result<()> {
         programs: ProgramServiceClient::new(channel.clone()),
         applications: ApplicationServiceClient::new(channel.clone()),
         plans: CommissionServiceClient::new(channel.clone()),
-        customers: CustomerServiceClient::new(channel),
+        customers: CustomerServiceClient::new(channel.clone()),
         pipelines: PipelineServiceClient::new(channel.clone()),
         queues: QueueServiceClient::new(channel.clone()),
         rules: AssignmentRuleServiceClient::new(channel.clone()),
