@@ -136,6 +136,100 @@ impl From<crate::db::DbError> for ApiError {
     }
 }
 
+/// The error type of every service's use cases and handlers: the refusals the API makes,
+/// plus storage, authentication and internal failures. Each service names it after itself
+/// (`pub use tandem_platform::error::ServiceError as TiersError;`) and handlers turn it into a
+/// `Status` with `?`, through the one mapping below.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid argument")]
+    Invalid(Vec<FieldViolation>),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("permission denied: {0}")]
+    Denied(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{1}")]
+    Duplicate(ErrorReason, String),
+    #[error("{1}")]
+    Rule(ErrorReason, String),
+    /// Another writer changed the object between a read and a write: the client retries.
+    #[error("{0} changed concurrently")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// A refusal that already has its API form (from platform helpers and peers).
+    #[error(transparent)]
+    Api(ApiError),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ServiceError {
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn rule(reason: ErrorReason, message: impl Into<String>) -> Self {
+        Self::Rule(reason, message.into())
+    }
+}
+
+impl From<ApiError> for ServiceError {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::InvalidArgument(v) => Self::Invalid(v),
+            ApiError::Unavailable(m) => Self::Unavailable(m),
+            other => Self::Api(other),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ServiceError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Db(err.into())
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Self {
+        let api = match err {
+            ServiceError::Invalid(v) => ApiError::InvalidArgument(v),
+            ServiceError::Unauthenticated(m) => ApiError::Unauthenticated(m.into()),
+            ServiceError::InvalidCredentials => {
+                return status(
+                    Code::Unauthenticated,
+                    ErrorReason::InvalidCredentials,
+                    "wrong email or password",
+                    &[],
+                );
+            }
+            ServiceError::Denied(m) => ApiError::PermissionDenied(m.into()),
+            ServiceError::NotFound(what) => ApiError::NotFound(what.into()),
+            ServiceError::Duplicate(reason, message) => ApiError::AlreadyExists { reason, message },
+            ServiceError::Rule(reason, message) => ApiError::FailedPrecondition { reason, message },
+            ServiceError::Conflict(what) => {
+                return Status::aborted(format!("{what} changed concurrently; retry"));
+            }
+            ServiceError::Db(crate::db::DbError::Unavailable(m)) | ServiceError::Unavailable(m) => {
+                ApiError::Unavailable(m)
+            }
+            ServiceError::Db(e) => ApiError::Internal(e.to_string()),
+            ServiceError::Auth(e) => e.into(),
+            ServiceError::Api(e) => e,
+            ServiceError::Internal(e) => ApiError::Internal(format!("{e:#}")),
+        };
+        api.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
