@@ -83,6 +83,33 @@ macro_rules! service_set {
     }};
 }
 
+/// Implements a generated tonic service trait for an API type by delegating each RPC to an
+/// inherent method that returns `Result<Response, E>` where `E: Into<Status>`: the one place
+/// a service's error becomes a `Status`. The messages are named relative to a `pb` module in
+/// scope at the call site.
+///
+/// ```ignore
+/// tandem_platform::grpc_service!(TiersApi; TierService {
+///     create_tier => create_tier_(CreateTierRequest) -> CreateTierResponse;
+/// });
+/// ```
+#[macro_export]
+macro_rules! grpc_service {
+    ($api:ty; $service:ident { $($rpc:ident => $inner:ident($req:ident) -> $resp:ident;)* }) => {
+        #[::tonic::async_trait]
+        impl $service for $api {
+            $(
+                async fn $rpc(
+                    &self,
+                    request: ::tonic::Request<pb::$req>,
+                ) -> ::std::result::Result<::tonic::Response<pb::$resp>, ::tonic::Status> {
+                    Ok(::tonic::Response::new(self.$inner(request).await?))
+                }
+            )*
+        }
+    };
+}
+
 impl ServiceSet {
     pub fn ready_when(mut self, check: Arc<dyn Readiness>) -> Self {
         self.readiness.push(check);

@@ -163,22 +163,10 @@ impl CommissionsApi {
     }
 }
 
-/// Implements a generated service trait by delegating each RPC to an inherent method of
-/// [`CommissionsApi`] that returns `Result<Response, CommissionsError>`: the one place where a
-/// commissions error becomes a `Status`.
+/// Implements a generated service trait for [`CommissionsApi`]: see `tandem_platform::grpc_service!`.
 macro_rules! grpc {
-    ($service:ident { $($rpc:ident => $inner:ident($req:ident) -> $resp:ident;)* }) => {
-        #[tonic::async_trait]
-        impl $service for $crate::api::CommissionsApi {
-            $(
-                async fn $rpc(
-                    &self,
-                    request: tonic::Request<pb::$req>,
-                ) -> Result<tonic::Response<pb::$resp>, tonic::Status> {
-                    Ok(tonic::Response::new(self.$inner(request).await?))
-                }
-            )*
-        }
+    ($($body:tt)*) => {
+        tandem_platform::grpc_service!($crate::api::CommissionsApi; $($body)*);
     };
 }
 pub(crate) use grpc;

@@ -103,22 +103,10 @@ impl DealsApi {
     }
 }
 
-/// Implements a generated service trait by delegating each RPC to an inherent method of
-/// [`DealsApi`] that returns `Result<Response, DealsError>`: the one place where a deals
-/// error becomes a `Status`.
+/// Implements a generated service trait for [`DealsApi`]: see `tandem_platform::grpc_service!`.
 macro_rules! grpc {
-    ($service:ident { $($rpc:ident => $inner:ident($req:ident) -> $resp:ident;)* }) => {
-        #[tonic::async_trait]
-        impl $service for $crate::api::DealsApi {
-            $(
-                async fn $rpc(
-                    &self,
-                    request: tonic::Request<pb::$req>,
-                ) -> Result<tonic::Response<pb::$resp>, tonic::Status> {
-                    Ok(tonic::Response::new(self.$inner(request).await?))
-                }
-            )*
-        }
+    ($($body:tt)*) => {
+        tandem_platform::grpc_service!($crate::api::DealsApi; $($body)*);
     };
 }
 pub(crate) use grpc;

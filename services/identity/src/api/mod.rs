@@ -97,22 +97,10 @@ impl IdentityApi {
     }
 }
 
-/// Implements a generated service trait by delegating each RPC to an inherent method of
-/// [`IdentityApi`] that returns `Result<Response, IdentityError>`: the one place where an
-/// identity error becomes a `Status`.
+/// Implements a generated service trait for [`IdentityApi`]: see `tandem_platform::grpc_service!`.
 macro_rules! grpc {
-    ($service:ident { $($rpc:ident => $inner:ident($req:ident) -> $resp:ident;)* }) => {
-        #[tonic::async_trait]
-        impl $service for $crate::api::IdentityApi {
-            $(
-                async fn $rpc(
-                    &self,
-                    request: tonic::Request<pb::$req>,
-                ) -> Result<tonic::Response<pb::$resp>, tonic::Status> {
-                    Ok(tonic::Response::new(self.$inner(request).await?))
-                }
-            )*
-        }
+    ($($body:tt)*) => {
+        tandem_platform::grpc_service!($crate::api::IdentityApi; $($body)*);
     };
 }
 pub(crate) use grpc;

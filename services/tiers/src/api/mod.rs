@@ -84,22 +84,10 @@ impl TiersApi {
     }
 }
 
-/// Implements a generated service trait by delegating each RPC to an inherent method of
-/// [`TiersApi`] that returns `Result<Response, TiersError>`: the one place where a tiers error
-/// becomes a `Status`.
+/// Implements a generated service trait for [`TiersApi`]: see `tandem_platform::grpc_service!`.
 macro_rules! grpc {
-    ($service:ident { $($rpc:ident => $inner:ident($req:ident) -> $resp:ident;)* }) => {
-        #[tonic::async_trait]
-        impl $service for $crate::api::TiersApi {
-            $(
-                async fn $rpc(
-                    &self,
-                    request: tonic::Request<pb::$req>,
-                ) -> Result<tonic::Response<pb::$resp>, tonic::Status> {
-                    Ok(tonic::Response::new(self.$inner(request).await?))
-                }
-            )*
-        }
+    ($($body:tt)*) => {
+        tandem_platform::grpc_service!($crate::api::TiersApi; $($body)*);
     };
 }
 pub(crate) use grpc;
