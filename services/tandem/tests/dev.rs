@@ -180,7 +180,7 @@ async fn login(channel: &Channel, email: &str, password: &str) -> String {
 /// wins it; deals' outbox reaches tiers, whose points show it, and identity's inbox, which
 /// tells the partner of the approval.
 #[tokio::test]
-async fn a_deal_won_in_dev_earns_points_in_tiers_and_notifies_the_partner() {
+async fn a_deal_won_in_dev_earns_points_and_a_commission_and_notifies_the_partner() {
     use tandem_proto::{
         deals::v1::{
             self as deals, deal_service_client::DealServiceClient, lead_service_client::LeadServiceClient,
@@ -269,6 +269,32 @@ async fn a_deal_won_in_dev_earns_points_in_tiers_and_notifies_the_partner() {
             break;
         }
         assert!(Instant::now() < deadline, "tiers never credited the won deal: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And a commission in commissions: the demo's plan pays 15 % of 10,000 USD.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let commissions =
+            tandem_proto::commissions::v1::commission_service_client::CommissionServiceClient::new(
+                channel.clone(),
+            )
+            .list_commissions(authed(
+                &ana,
+                tandem_proto::commissions::v1::ListCommissionsRequest {
+                    team_id: team.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("list commissions")
+            .into_inner()
+            .commissions;
+        if let Some(commission) = commissions.iter().find(|c| c.deal_id == deal.id) {
+            let amount = commission.amount.clone().unwrap();
+            assert_eq!((amount.currency_code.as_str(), amount.amount_minor), ("USD", 150_000));
+            break;
+        }
+        assert!(Instant::now() < deadline, "commissions never accrued the won deal: {commissions:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The demo's leads: the French and Belgian ones went to Ben and Chloe in turn, the German
