@@ -88,7 +88,7 @@ macro_rules! service_set {
 /// a service's error becomes a `Status`. The messages are named relative to a `pb` module in
 /// scope at the call site.
 ///
-/// ```ignore
+/// ```text
 /// tandem_platform::grpc_service!(TiersApi; TierService {
 ///     create_tier => create_tier_(CreateTierRequest) -> CreateTierResponse;
 /// });

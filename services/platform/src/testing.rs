@@ -96,3 +96,40 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// A server on a free port of 127.0.0.1, with a channel to it, that shuts down when dropped.
+pub struct TestServer {
+    pub channel: tonic::transport::Channel,
+    pub addr: std::net::SocketAddr,
+    shutdown: crate::server::Shutdown,
+}
+
+impl TestServer {
+    pub async fn start(
+        services: crate::server::ServiceSet,
+        authenticator: std::sync::Arc<dyn crate::auth::Authenticator>,
+    ) -> Self {
+        let server =
+            crate::server::Server::build(crate::server::ServerOptions::default(), services, authenticator)
+                .await
+                .expect("bind a test server");
+        let addr = server.local_addr();
+        let shutdown = crate::server::Shutdown::default();
+        tokio::spawn(server.run_until_stopped(shutdown.requested()));
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("test server address")
+            .connect_lazy();
+        Self { channel, addr, shutdown }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.begin();
+    }
+}
+
+/// Now, in the whole seconds tokens carry.
+pub fn now_secs() -> i64 {
+    crate::time::now_micros() / crate::time::MICROS_PER_SECOND
+}

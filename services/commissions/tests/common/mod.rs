@@ -16,8 +16,7 @@ use tandem_platform::{
     auth::{Caller, JwtVerifier, KeySet, Permissions},
     db::{Db, DbOptions},
     ids::new_id,
-    server::{Server, ServerOptions},
-    testing::TestDb,
+    testing::{TestDb, TestServer, now_secs},
 };
 use tandem_proto::{
     commissions::v1::{
@@ -77,17 +76,7 @@ pub struct Harness {
     pub owner_id: String,
     keys: SigningKeyPair,
     _test_db: TestDb,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    _server: TestServer,
 }
 
 impl Harness {
@@ -101,16 +90,8 @@ impl Harness {
         let commissions =
             Commissions::new(db.clone(), identity.clone(), txt.clone(), Arc::new(Notify::new()));
         let services = tandem_commissions::api::services(&commissions, 4 * 1024 * 1024);
-        let server = Server::build(ServerOptions::default(), services, Arc::new(JwtVerifier::new(key_set)))
-            .await
-            .expect("server");
-        let addr = server.local_addr();
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(server.run_until_stopped(async move {
-            let mut rx = stop_rx;
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let server = TestServer::start(services, Arc::new(JwtVerifier::new(key_set))).await;
+        let channel = server.channel.clone();
         let team = new_id("team");
         let other_team = new_id("team");
         let sign = |user: &str| keys.sign(user, None, now_secs(), 3600).unwrap();
@@ -150,7 +131,7 @@ impl Harness {
             txt,
             keys,
             _test_db: test_db,
-            stop,
+            _server: server,
         }
     }
 

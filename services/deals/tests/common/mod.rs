@@ -16,8 +16,7 @@ use tandem_platform::{
     auth::{Caller, JwtVerifier, KeySet, Permissions},
     db::{Db, DbOptions},
     ids::new_id,
-    server::{Server, ServerOptions},
-    testing::TestDb,
+    testing::{TestDb, TestServer, now_secs},
 };
 use tandem_proto::{
     deals::v1::{
@@ -117,17 +116,7 @@ pub struct Harness {
     pub outsider: User,
     keys: SigningKeyPair,
     _test_db: TestDb,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    _server: TestServer,
 }
 
 impl Harness {
@@ -145,16 +134,8 @@ impl Harness {
         let deals =
             Deals::new(db.clone(), identity.clone(), identity.clone(), Arc::new(Notify::new()), settings);
         let services = tandem_deals::api::services(&deals, 4 * 1024 * 1024);
-        let server = Server::build(ServerOptions::default(), services, Arc::new(JwtVerifier::new(key_set)))
-            .await
-            .expect("server");
-        let addr = server.local_addr();
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(server.run_until_stopped(async move {
-            let mut rx = stop_rx;
-            let _ = rx.wait_for(|s| *s).await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let server = TestServer::start(services, Arc::new(JwtVerifier::new(key_set))).await;
+        let channel = server.channel.clone();
         let staff_id = new_id("user");
         let staff = User {
             token: keys.sign(&staff_id, Some("STAFF_ROLE_CHANNEL_MANAGER"), now_secs(), 3600).unwrap(),
@@ -185,7 +166,7 @@ impl Harness {
             outsider: User { id: String::new(), token: String::new() },
             keys,
             _test_db: test_db,
-            stop,
+            _server: server,
         };
         let team = h.team.clone();
         let other_team = h.other_team.clone();
