@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use tandem_platform::{
     auth::Permissions,
-    bus::EventHandler,
+    bus::{BusError, EventBus, EventHandler},
     db::{Db, MigrationSource, Tx},
 };
 use tokio::sync::Notify;
@@ -139,6 +139,12 @@ impl Commissions {
     /// Applies `TierChanged` events of the tiers stream: the tiers whose multipliers apply.
     pub fn tier_handler(self: &Arc<Self>) -> Arc<dyn EventHandler> {
         Arc::new(events::TeamTiers(self.clone()))
+    }
+
+    /// Starts applying the events commissions consumes (call once the database is migrated).
+    pub async fn subscribe(self: &Arc<Self>, bus: &dyn EventBus) -> std::result::Result<(), BusError> {
+        bus.subscribe(DEALS_STREAM, DEALS_CONSUMER, self.deal_handler()).await?;
+        bus.subscribe(TIERS_STREAM, TIERS_CONSUMER, self.tier_handler()).await
     }
 
     /// Makes available every commission whose hold has ended at `now`; returns how many.

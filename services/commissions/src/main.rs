@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tandem_commissions::{Commissions, DnsTxt, MIGRATIONS, RELEASE_INTERVAL};
 use tandem_platform::{
     auth::JwtVerifier,
-    bus::{EventBus, InProcessBus},
+    bus::EventBus,
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
     outbox::OutboxRelay,
@@ -65,24 +65,11 @@ async fn serve(args: CommissionsArgs) -> anyhow::Result<()> {
     let identity = peers::Identity::connect(&args.identity_url)?;
     let keys = identity.keys().await?;
 
-    // The production bus is Redis Streams; until it lands the outbox relays in process.
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    let relay = OutboxRelay::new(db.clone(), bus.clone());
+    let bus = common.bus.connect()?;
+    let relay = OutboxRelay::new(db.clone(), bus.clone() as Arc<dyn EventBus>);
     let permissions = Arc::new(identity);
     let commissions =
         Commissions::new(db.clone(), permissions, Arc::new(DnsTxt::from_system()?), relay.waker());
-    bus.subscribe(
-        tandem_commissions::DEALS_STREAM,
-        tandem_commissions::DEALS_CONSUMER,
-        commissions.deal_handler(),
-    )
-    .await?;
-    bus.subscribe(
-        tandem_commissions::TIERS_STREAM,
-        tandem_commissions::TIERS_CONSUMER,
-        commissions.tier_handler(),
-    )
-    .await?;
 
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services = tandem_commissions::api::services(&commissions, common.server.max_message_bytes)
@@ -94,13 +81,18 @@ async fn serve(args: CommissionsArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::default();
     tokio::spawn({
         let (relay_stopped, releases_stopped) = (shutdown.requested(), shutdown.requested());
+        let bus = bus.clone();
         async move {
             migrated.migrated().await;
+            if let Err(err) = commissions.subscribe(bus.as_ref()).await {
+                tracing::error!(error = %err, "could not subscribe to the event bus");
+            }
             tokio::spawn(commissions.run_releases(RELEASE_INTERVAL, releases_stopped));
             relay.run(relay_stopped).await;
         }
     });
     server.run_until_stopped(shutdown.on_signal()).await?;
+    bus.close();
     db.close().await;
     Ok(())
 }

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use tandem_deals::{Deals, MIGRATIONS, Settings, identity::IdentityDirectory};
 use tandem_platform::{
     auth::JwtVerifier,
-    bus::{EventBus, InProcessBus},
+    bus::EventBus,
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
     outbox::OutboxRelay,
@@ -74,9 +74,8 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
     let keys = identity.keys().await?;
     let directory = IdentityDirectory::connect(&args.identity_url)?;
 
-    // The production bus is Redis Streams; until it lands the outbox relays in process.
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    let relay = OutboxRelay::new(db.clone(), bus);
+    let bus = common.bus.connect()?;
+    let relay = OutboxRelay::new(db.clone(), bus.clone() as Arc<dyn EventBus>);
     let deals = Deals::new(
         db.clone(),
         Arc::new(identity),
@@ -102,6 +101,7 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
         }
     });
     server.run_until_stopped(shutdown.on_signal()).await?;
+    bus.close();
     db.close().await;
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tandem_platform::{
     auth::{AuthError, Authenticator, Caller, JwtVerifier, KeySet},
-    bus::{EventBus, EventHandler},
+    bus::{BusError, EventBus, EventHandler},
     db::{Db, MigrationSource, Tx},
     ids::new_id,
     outbox::{self, OutboxRelay},
@@ -41,6 +41,8 @@ pub const STREAM: &str = "tandem.identity";
 const SOURCE: &str = "identity";
 /// The consumer group under which identity applies other services' notification requests.
 pub const NOTIFICATIONS_CONSUMER: &str = "identity-notifications";
+/// The streams that carry notification requests: identity's own, deals' and commissions'.
+pub const NOTIFICATION_STREAMS: &[&str] = &[STREAM, "tandem.deals", "tandem.commissions"];
 
 /// What identity talks to outside its database.
 pub struct Ports {
@@ -120,18 +122,25 @@ impl Identity {
         }))
     }
 
-    /// Identity with its outbox relay, subscribed to the notification requests of the bus.
-    /// The caller runs the returned relay.
+    /// Identity with its outbox relay to `bus`. The caller runs the returned relay and, once
+    /// the database is migrated, [`Self::subscribe`]s.
     pub async fn start(
         db: Db,
         settings: Settings,
         ports: Ports,
         bus: Arc<dyn EventBus>,
     ) -> anyhow::Result<(Arc<Self>, OutboxRelay)> {
-        let relay = OutboxRelay::new(db.clone(), bus.clone());
+        let relay = OutboxRelay::new(db.clone(), bus);
         let identity = Self::new(db, settings, ports, relay.waker())?;
-        bus.subscribe(STREAM, NOTIFICATIONS_CONSUMER, identity.notification_handler()).await?;
         Ok((identity, relay))
+    }
+
+    /// Starts applying the events identity consumes: notification requests.
+    pub async fn subscribe(self: &Arc<Self>, bus: &dyn EventBus) -> std::result::Result<(), BusError> {
+        for stream in NOTIFICATION_STREAMS {
+            bus.subscribe(stream, NOTIFICATIONS_CONSUMER, self.notification_handler()).await?;
+        }
+        Ok(())
     }
 
     pub fn db(&self) -> &Db {

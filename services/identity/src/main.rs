@@ -5,7 +5,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tandem_identity::{Identity, MIGRATIONS, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair};
 use tandem_platform::{
-    bus::{EventBus, InProcessBus},
+    bus::EventBus,
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
     server::{MigratedDb, Server, Shutdown},
@@ -76,12 +76,14 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
     let common = args.common;
     let _telemetry = telemetry::init("tandem-identity", common.log_format, common.otel_endpoint.as_deref())?;
     let db = Db::connect(&common.database.database_url, &common.database.options())?;
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+    let bus = common.bus.connect()?;
     let settings = Settings {
         signing_key: signing_key(args.jwt_signing_key_file.as_deref())?,
         link_base: args.public_url,
     };
-    let (identity, relay) = Identity::start(db.clone(), settings, Ports::standard(&args.mail)?, bus).await?;
+    let (identity, relay) =
+        Identity::start(db.clone(), settings, Ports::standard(&args.mail)?, bus.clone() as Arc<dyn EventBus>)
+            .await?;
 
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services = tandem_identity::api::services(&identity, common.server.max_message_bytes)
@@ -94,8 +96,12 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
         let identity = identity.clone();
         let admin = args.admin_email.zip(args.admin_password);
         let stopped = shutdown.requested();
+        let bus = bus.clone();
         async move {
             migrated.migrated().await;
+            if let Err(err) = identity.subscribe(bus.as_ref()).await {
+                tracing::error!(error = %err, "could not subscribe to the event bus");
+            }
             if let Some(Err(err)) = match admin {
                 Some((email, password)) => Some(identity.bootstrap_admin(&email, &password).await),
                 None => None,
@@ -106,6 +112,7 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
         }
     });
     server.run_until_stopped(shutdown.on_signal()).await?;
+    bus.close();
     db.close().await;
     Ok(())
 }

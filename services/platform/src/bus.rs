@@ -13,6 +13,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use tandem_proto::events::v1::Event;
 use tokio::sync::{Mutex, RwLock};
+use tracing::Instrument;
+
+use crate::{db::DbError, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -40,6 +43,25 @@ pub trait EventBus: Send + Sync + 'static {
         group: &str,
         handler: Arc<dyn EventHandler>,
     ) -> Result<(), BusError>;
+}
+
+/// Applies one event in a span that continues the trace of the change that caused it (the
+/// trace context travels in the event's headers).
+pub async fn apply(
+    handler: &dyn EventHandler,
+    stream: &str,
+    group: &str,
+    event: &Event,
+) -> anyhow::Result<()> {
+    let span = tracing::info_span!("event.apply", stream, group, event_id = %event.id, aggregate_id = %event.aggregate_id);
+    telemetry::set_parent_from_map(&span, &event.headers);
+    handler.handle(event).instrument(span).await
+}
+
+/// Whether a handler's failure is the database being unreachable: such an event is retried
+/// until the database returns, never dead-lettered.
+pub fn is_transient(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| matches!(cause.downcast_ref::<DbError>(), Some(DbError::Unavailable(_))))
 }
 
 /// An event that failed every delivery attempt, with its last error.
@@ -94,12 +116,15 @@ impl EventBus for InProcessBus {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
-                    match handler.handle(event).await {
+                    match apply(handler.as_ref(), stream, group, event).await {
                         Ok(()) => break,
                         Err(err) if attempt < self.max_attempts => {
                             tracing::warn!(stream, group = %group, event_id = %event.id, attempt, error = %err, "event handler failed; retrying");
                             tokio::time::sleep(self.retry_delay * attempt).await;
                         }
+                        // The database is away: the relay publishes the batch again later,
+                        // and the groups that applied it already skip it then.
+                        Err(err) if is_transient(&err) => return Err(BusError::Unavailable(err.to_string())),
                         Err(err) => {
                             tracing::error!(stream, group = %group, event_id = %event.id, error = %err, "event dead-lettered");
                             self.dead_letters.lock().await.push(DeadLetter {

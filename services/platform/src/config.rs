@@ -1,8 +1,14 @@
 //! The settings every service binary shares, from flags or the environment.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use crate::{db::DbOptions, server::ServerOptions, telemetry::LogFormat};
+use crate::{
+    bus::BusError,
+    db::DbOptions,
+    redis_bus::{RedisBus, RedisBusSettings},
+    server::ServerOptions,
+    telemetry::LogFormat,
+};
 
 /// Flags of `serve` common to every service.
 #[derive(clap::Args, Debug, Clone)]
@@ -12,6 +18,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub bus: BusArgs,
     /// OTLP/gRPC collector for traces; none when unset.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otel_endpoint: Option<String>,
@@ -33,6 +41,29 @@ pub struct DatabaseArgs {
 impl DatabaseArgs {
     pub fn options(&self) -> DbOptions {
         DbOptions { max_connections: self.db_max_connections, ..DbOptions::default() }
+    }
+}
+
+/// The event bus between services.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BusArgs {
+    /// Redis (`redis://host:port`), which carries the events between services.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: String,
+    /// An event delivery left unacknowledged this long (its consumer died) is taken over by
+    /// another consumer, in milliseconds.
+    #[arg(long, env = "TANDEM_BUS_CLAIM_IDLE_MS", default_value_t = 30_000)]
+    pub bus_claim_idle_ms: u64,
+}
+
+impl BusArgs {
+    /// The Redis Streams bus; it connects lazily, so Redis may still be starting.
+    pub fn connect(&self) -> Result<Arc<RedisBus>, BusError> {
+        let settings = RedisBusSettings {
+            claim_idle: Duration::from_millis(self.bus_claim_idle_ms),
+            ..RedisBusSettings::default()
+        };
+        Ok(Arc::new(RedisBus::connect(&self.redis_url, settings)?))
     }
 }
 

@@ -79,8 +79,10 @@ pub type MigrationSource = (i64, &'static str, &'static str);
 
 /// The platform's own tables (idempotency records, outbox, handled events), in every
 /// service's database. Service migrations use versions from 100.
-pub const PLATFORM_MIGRATIONS: &[MigrationSource] =
-    &[(1, "platform", include_str!("../migrations/0001_platform.sql"))];
+pub const PLATFORM_MIGRATIONS: &[MigrationSource] = &[
+    (1, "platform", include_str!("../migrations/0001_platform.sql")),
+    (2, "outbox order", include_str!("../migrations/0002_outbox_order.sql")),
+];
 
 /// Rewrites the dialect tokens of a migration for the backend:
 /// `{{SEQ_ID}}` an auto-incrementing 64-bit primary key.

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod outbox;
 pub mod paging;
 pub mod peers;
+pub mod redis_bus;
 pub mod server;
 pub mod telemetry;
 pub mod testing;

@@ -99,19 +99,42 @@ impl OutboxRelay {
         self.wake.clone()
     }
 
-    /// Publishes until `stop` resolves.
+    /// Publishes until `stop` resolves. While the bus is away the events wait in the outbox
+    /// and the relay retries with a growing pause.
     pub async fn run(self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
+        let mut failures = 0u32;
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
-            match self.publish_batch().await {
-                Ok(n) if n as i64 == self.batch_size => continue,
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "outbox relay could not publish; will retry"),
+            let pause = match self.publish_batch().await {
+                Ok(n) => {
+                    if failures > 0 {
+                        tracing::info!(after_failures = failures, "outbox relay publishing again");
+                        failures = 0;
+                    }
+                    if n as i64 == self.batch_size {
+                        continue;
+                    }
+                    self.poll_interval
+                }
+                Err(err) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %err, "outbox relay could not publish; events wait in the outbox");
+                    }
+                    (self.poll_interval * 2u32.saturating_pow(failures.min(5))).min(Duration::from_secs(5))
+                }
+            };
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_INTERVAL) {
+                last_prune = Some(std::time::Instant::now());
+                if let Err(err) = prune(&self.db, RETENTION).await {
+                    tracing::warn!(error = %err, "could not prune published events");
+                }
             }
             tokio::select! {
                 () = &mut stop => return,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
+                () = self.wake.notified(), if failures == 0 => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -122,7 +145,23 @@ impl OutboxRelay {
         if claimed.is_empty() {
             return Ok(0);
         }
-        // Publish stream by stream, keeping `seq` order inside each.
+        let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
+        if let Err(err) = self.publish(&claimed).await {
+            // Give the rows back at once rather than when the lease runs out.
+            self.update_rows("UPDATE outbox SET lease_until = 0 WHERE seq IN", None, &seqs).await?;
+            return Err(err.into());
+        }
+        self.update_rows(
+            "UPDATE outbox SET lease_until = 0, publish_time = $1 WHERE seq IN",
+            Some(now_micros()),
+            &seqs,
+        )
+        .await?;
+        Ok(claimed.len())
+    }
+
+    /// Publishes stream by stream, keeping `seq` order inside each.
+    async fn publish(&self, claimed: &[Claimed]) -> Result<(), crate::bus::BusError> {
         let mut start = 0;
         while start < claimed.len() {
             let stream = &claimed[start].stream;
@@ -134,18 +173,24 @@ impl OutboxRelay {
             self.bus.publish(stream, &events).await?;
             start = end;
         }
-        let now = now_micros();
-        let mut tx = self.db.begin().await?;
-        for c in &claimed {
-            sqlx::query("UPDATE outbox SET publish_time = $1 WHERE seq = $2")
-                .bind(now)
-                .bind(c.seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(DbError::from)?;
+        Ok(())
+    }
+
+    /// Runs `sql` followed by ` (<seqs>)`, with `time` as `$1` when given.
+    async fn update_rows(&self, sql: &str, time: Option<i64>, seqs: &[i64]) -> Result<(), DbError> {
+        let first = if time.is_some() { 2 } else { 1 };
+        let placeholders: Vec<String> = (first..first + seqs.len()).map(|i| format!("${i}")).collect();
+        // Only placeholders are added to the fixed statement; the values are bound.
+        let sql = format!("{sql} ({})", placeholders.join(", "));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(time) = time {
+            query = query.bind(time);
         }
-        tx.commit().await.map_err(DbError::from)?;
-        Ok(claimed.len())
+        for seq in seqs {
+            query = query.bind(*seq);
+        }
+        query.execute(self.db.pool()).await?;
+        Ok(())
     }
 
     async fn claim(&self) -> Result<Vec<Claimed>, DbError> {
@@ -153,11 +198,16 @@ impl OutboxRelay {
         let lease_until = now + i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX / 2);
         let mut tx = self.db.begin().await?;
         // The outer `lease_until < $2` is checked again against the row as it is when updated,
-        // so two relays racing for the same rows claim each row once.
+        // so two relays racing for the same rows claim each row once. A row whose aggregate
+        // has an earlier row leased by another relay waits for it: events of one aggregate
+        // are published in order even with several relays.
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 \
              WHERE publish_time IS NULL AND lease_until < $2 AND seq IN ( \
-               SELECT seq FROM outbox WHERE publish_time IS NULL AND lease_until < $2 ORDER BY seq LIMIT $3) \
+               SELECT o.seq FROM outbox o WHERE o.publish_time IS NULL AND o.lease_until < $2 \
+                 AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.aggregate_id = o.aggregate_id \
+                   AND e.seq < o.seq AND e.publish_time IS NULL AND e.lease_until >= $2) \
+               ORDER BY o.seq LIMIT $3) \
              RETURNING seq, stream, payload",
         )
         .bind(lease_until)
@@ -177,6 +227,22 @@ impl OutboxRelay {
         claimed.sort_by_key(|c| c.seq);
         Ok(claimed)
     }
+}
+
+/// How long published events are kept in the outbox (for inspection and replay by hand).
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Deletes events published more than `retention` ago. Handled-event records are kept: they
+/// are what makes a late redelivery harmless, however late.
+pub async fn prune(db: &Db, retention: Duration) -> Result<u64, DbError> {
+    let before = now_micros() - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX / 2);
+    let deleted = sqlx::query("DELETE FROM outbox WHERE publish_time IS NOT NULL AND publish_time < $1")
+        .bind(before)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(deleted)
 }
 
 /// How many events wait to be published (the outbox backlog).

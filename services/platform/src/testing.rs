@@ -5,6 +5,18 @@
 
 use sqlx::{AssertSqlSafe, Connection};
 
+/// The Redis of `TANDEM_TEST_REDIS_URL`, or `None` when it is unset and not required
+/// (`TANDEM_REQUIRE_REDIS=1`, as in CI, makes a missing Redis fail the test).
+pub fn redis_url() -> Option<String> {
+    let url = std::env::var("TANDEM_TEST_REDIS_URL").ok();
+    let required = std::env::var("TANDEM_REQUIRE_REDIS").is_ok_and(|v| v == "1");
+    assert!(url.is_some() || !required, "TANDEM_REQUIRE_REDIS=1 but TANDEM_TEST_REDIS_URL is not set");
+    if url.is_none() {
+        eprintln!("skipping: TANDEM_TEST_REDIS_URL is not set");
+    }
+    url
+}
+
 /// A database that exists for one test.
 pub struct TestDb {
     pub url: String,

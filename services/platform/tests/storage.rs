@@ -37,7 +37,7 @@ async fn concurrent_migrations_apply_once(test: TestDb) {
     let db = &replicas[0];
     let (applied,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(db.pool()).await.unwrap();
-    assert_eq!(applied, 2, "the platform's and the service's migration, once each");
+    assert_eq!(applied, 3, "the platform's two migrations and the service's, once each");
     db.migrate(MIGRATIONS).await.expect("migrating again is a no-op");
 }
 
@@ -152,7 +152,87 @@ async fn handled_events_dedupe(test: TestDb) {
     tx.commit().await.unwrap();
 }
 
+/// A bus that records what it published, in order, into a log it may share with another;
+/// a gated one waits at its gate before publishing.
+struct RecordingBus {
+    gate: Option<tokio::sync::Semaphore>,
+    published: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl EventBus for RecordingBus {
+    async fn publish(&self, _: &str, events: &[Event]) -> Result<(), tandem_platform::bus::BusError> {
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate").forget();
+        }
+        self.published.lock().unwrap().extend(events.iter().map(|e| e.aggregate_id.clone() + "/" + &e.id));
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        _: &str,
+        _: &str,
+        _: Arc<dyn EventHandler>,
+    ) -> Result<(), tandem_platform::bus::BusError> {
+        Ok(())
+    }
+}
+
+async fn enqueue(db: &Db, aggregate: &str) -> String {
+    let mut tx = db.begin().await.unwrap();
+    let event = outbox::enqueue(
+        &mut tx,
+        "stream",
+        "test",
+        aggregate,
+        Payload::TeamDeleted(TeamDeleted { team_id: aggregate.into() }),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    format!("{aggregate}/{}", event.id)
+}
+
+/// Two relays on one outbox: while one holds an aggregate's event, the other publishes other
+/// aggregates' events but not that aggregate's next one, so each aggregate stays in order.
+async fn relays_keep_each_aggregate_in_order(test: TestDb) {
+    let db = connect(&test).await;
+    db.migrate(MIGRATIONS).await.unwrap();
+    let published = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gated =
+        Arc::new(RecordingBus { gate: Some(tokio::sync::Semaphore::new(0)), published: published.clone() });
+    let open = Arc::new(RecordingBus { gate: None, published: published.clone() });
+    let x1 = enqueue(&db, "x").await;
+    let slow = OutboxRelay::new(db.clone(), gated.clone() as Arc<dyn EventBus>);
+    let slow_batch = tokio::spawn(async move { slow.publish_batch().await.unwrap() });
+    // Wait until the slow relay has claimed x1 and waits at its gate.
+    loop {
+        let (leased,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE lease_until > 0")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        if leased == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let x2 = enqueue(&db, "x").await;
+    let y1 = enqueue(&db, "y").await;
+
+    let fast = OutboxRelay::new(db.clone(), open as Arc<dyn EventBus>);
+    assert_eq!(fast.publish_batch().await.unwrap(), 1, "only y1: x2 waits for x1");
+    assert_eq!(*published.lock().unwrap(), std::slice::from_ref(&y1));
+
+    gated.gate.as_ref().unwrap().add_permits(1);
+    assert_eq!(slow_batch.await.unwrap(), 1);
+    assert_eq!(fast.publish_batch().await.unwrap(), 1);
+    assert_eq!(*published.lock().unwrap(), [y1, x1, x2]);
+    assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
+}
+
 backend_tests!(
+    relays_keep_each_aggregate_in_order,
     concurrent_migrations_apply_once,
     idempotency_under_concurrent_retries,
     outbox_publishes_committed_events_in_order,

@@ -127,6 +127,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let identity_migrated = MigratedDb::new(identity_db.clone(), tandem_identity::MIGRATIONS);
     // Migrate before serving: on an existing data directory this is a few milliseconds.
     tandem_platform::server::Readiness::check(identity_migrated.as_ref()).await?;
+    identity.subscribe(bus.as_ref()).await?;
     tokio::spawn(identity_relay.run(stopped()));
 
     // tiers: identity answers its permission checks in process; won deals reach it from the
@@ -134,9 +135,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let tiers_db = sqlite(&args.data_dir, "tiers")?;
     let tiers_relay = OutboxRelay::new(tiers_db.clone(), bus.clone());
     let tiers = Tiers::new(tiers_db.clone(), identity.clone(), tiers_relay.waker());
-    bus.subscribe(tandem_tiers::DEALS_STREAM, tandem_tiers::DEALS_CONSUMER, tiers.deal_handler()).await?;
     let tiers_migrated = MigratedDb::new(tiers_db.clone(), tandem_tiers::MIGRATIONS);
     tandem_platform::server::Readiness::check(tiers_migrated.as_ref()).await?;
+    tiers.subscribe(bus.as_ref()).await?;
     tokio::spawn(tiers_relay.run(stopped()));
     tokio::spawn(tiers.clone().run_sweeper(tandem_tiers::SWEEP_INTERVAL, stopped()));
 
@@ -149,26 +150,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Arc::new(DnsTxt::from_system()?),
         commissions_relay.waker(),
     );
-    bus.subscribe(
-        tandem_commissions::DEALS_STREAM,
-        tandem_commissions::DEALS_CONSUMER,
-        commissions.deal_handler(),
-    )
-    .await?;
-    bus.subscribe(
-        tandem_commissions::TIERS_STREAM,
-        tandem_commissions::TIERS_CONSUMER,
-        commissions.tier_handler(),
-    )
-    .await?;
-    bus.subscribe(
-        tandem_commissions::STREAM,
-        tandem_identity::NOTIFICATIONS_CONSUMER,
-        identity.notification_handler(),
-    )
-    .await?;
     let commissions_migrated = MigratedDb::new(commissions_db.clone(), tandem_commissions::MIGRATIONS);
     tandem_platform::server::Readiness::check(commissions_migrated.as_ref()).await?;
+    commissions.subscribe(bus.as_ref()).await?;
     tokio::spawn(commissions_relay.run(stopped()));
     tokio::spawn(commissions.clone().run_releases(tandem_commissions::RELEASE_INTERVAL, stopped()));
 
@@ -183,12 +167,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         deals_relay.waker(),
         tandem_deals::Settings::default(),
     );
-    bus.subscribe(
-        tandem_deals::STREAM,
-        tandem_identity::NOTIFICATIONS_CONSUMER,
-        identity.notification_handler(),
-    )
-    .await?;
     let deals_migrated = MigratedDb::new(deals_db.clone(), tandem_deals::MIGRATIONS);
     tandem_platform::server::Readiness::check(deals_migrated.as_ref()).await?;
     tokio::spawn(deals_relay.run(stopped()));

@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Duration};
 
 use tandem_platform::{
     auth::Permissions,
-    bus::EventHandler,
+    bus::{BusError, EventBus, EventHandler},
     db::{Db, MigrationSource, Tx},
     time::now_micros,
 };
@@ -89,5 +89,10 @@ impl Tiers {
     /// Applies `DealClosed` events of the deals stream: points for won deals.
     pub fn deal_handler(self: &Arc<Self>) -> Arc<dyn EventHandler> {
         Arc::new(deals::DealPoints(self.clone()))
+    }
+
+    /// Starts applying the events tiers consumes (call once the database is migrated).
+    pub async fn subscribe(self: &Arc<Self>, bus: &dyn EventBus) -> std::result::Result<(), BusError> {
+        bus.subscribe(DEALS_STREAM, DEALS_CONSUMER, self.deal_handler()).await
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tandem_platform::{
     auth::JwtVerifier,
-    bus::{EventBus, InProcessBus},
+    bus::EventBus,
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
     outbox::OutboxRelay,
@@ -64,12 +64,10 @@ async fn serve(args: TiersArgs) -> anyhow::Result<()> {
     let identity = peers::Identity::connect(&args.identity_url)?;
     let keys = identity.keys().await?;
 
-    // The production bus is Redis Streams; until it lands the outbox relays in process.
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    let relay = OutboxRelay::new(db.clone(), bus.clone());
+    let bus = common.bus.connect()?;
+    let relay = OutboxRelay::new(db.clone(), bus.clone() as Arc<dyn EventBus>);
     let permissions = Arc::new(identity);
     let tiers = Tiers::new(db.clone(), permissions, relay.waker());
-    bus.subscribe(tandem_tiers::DEALS_STREAM, tandem_tiers::DEALS_CONSUMER, tiers.deal_handler()).await?;
 
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services =
@@ -81,13 +79,18 @@ async fn serve(args: TiersArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::default();
     tokio::spawn({
         let (relay_stopped, sweeper_stopped) = (shutdown.requested(), shutdown.requested());
+        let bus = bus.clone();
         async move {
             migrated.migrated().await;
+            if let Err(err) = tiers.subscribe(bus.as_ref()).await {
+                tracing::error!(error = %err, "could not subscribe to the event bus");
+            }
             tokio::spawn(tiers.run_sweeper(tandem_tiers::SWEEP_INTERVAL, sweeper_stopped));
             relay.run(relay_stopped).await;
         }
     });
     server.run_until_stopped(shutdown.on_signal()).await?;
+    bus.close();
     db.close().await;
     Ok(())
 }

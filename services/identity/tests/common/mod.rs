@@ -143,7 +143,8 @@ impl TestApp {
             link_base: "https://partners.example.com".into(),
         };
         let ports = Ports { mailer: mailer.clone(), txt: txt.clone(), rewards: rewards.clone() };
-        let (identity, relay) = Identity::start(db.clone(), settings, ports, bus).await.expect("identity");
+        let (identity, relay) =
+            Identity::start(db.clone(), settings, ports, bus.clone()).await.expect("identity");
 
         let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
         let options = ServerOptions { shutdown_grace: Duration::from_secs(1), ..ServerOptions::default() };
@@ -155,9 +156,10 @@ impl TestApp {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (relay_stop_tx, mut relay_stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn({
-            let migrated = migrated.clone();
+            let (migrated, identity) = (migrated.clone(), identity.clone());
             async move {
                 migrated.migrated().await;
+                identity.subscribe(bus.as_ref()).await.expect("subscribe");
                 relay
                     .run(async move {
                         let _ = relay_stop_rx.wait_for(|s| *s).await;

@@ -1,0 +1,332 @@
+//! The Redis Streams bus against a real Redis (`TANDEM_TEST_REDIS_URL`). Each test uses
+//! streams of its own, so tests run side by side on one server.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tandem_platform::{
+    bus::{EventBus, EventHandler},
+    db::{Db, DbError, DbOptions},
+    outbox::{self, OutboxRelay},
+    redis_bus::{RedisBus, RedisBusSettings, dead_letter_stream},
+    testing::{TestDb, redis_url},
+};
+use tandem_proto::events::v1::{Event, TeamDeleted, event::Payload};
+
+fn stream_name(test: &str) -> String {
+    format!("test.{test}.{}", uuid::Uuid::now_v7().simple())
+}
+
+fn event(id: &str) -> Event {
+    Event {
+        id: id.into(),
+        aggregate_id: "agg".into(),
+        payload: Some(Payload::TeamDeleted(TeamDeleted { team_id: id.into() })),
+        ..Default::default()
+    }
+}
+
+fn quick_settings(consumer: &str) -> RedisBusSettings {
+    RedisBusSettings {
+        consumer_name: consumer.into(),
+        block: Duration::from_millis(200),
+        retry_delay: Duration::from_millis(5),
+        claim_idle: Duration::from_millis(300),
+        claim_interval: Duration::from_millis(100),
+        ..RedisBusSettings::default()
+    }
+}
+
+async fn redis(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Records what it applied; fails on the events it is told to fail, `failures` times each
+/// (`u32::MAX`: always), with a database outage when `outage` is set.
+#[derive(Default)]
+struct Recorder {
+    applied: Mutex<Vec<String>>,
+    failures: Mutex<HashMap<String, u32>>,
+    outage: bool,
+}
+
+impl Recorder {
+    fn failing(id: &str, times: u32, outage: bool) -> Self {
+        Self { failures: Mutex::new(HashMap::from([(id.to_owned(), times)])), outage, ..Self::default() }
+    }
+
+    fn applied(&self) -> Vec<String> {
+        self.applied.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl EventHandler for Recorder {
+    async fn handle(&self, event: &Event) -> anyhow::Result<()> {
+        if let Some(left) = self.failures.lock().unwrap().get_mut(&event.id)
+            && *left > 0
+        {
+            *left = left.saturating_sub(1);
+            if self.outage {
+                return Err(DbError::Unavailable("connection refused".into()).into());
+            }
+            anyhow::bail!("no exchange rate for XYZ");
+        }
+        self.applied.lock().unwrap().push(event.id.clone());
+        Ok(())
+    }
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn pending(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> i64 {
+    let summary: (i64, redis::Value, redis::Value, redis::Value) =
+        redis::cmd("XPENDING").arg(stream).arg(group).query_async(conn).await.unwrap();
+    summary.0
+}
+
+#[tokio::test]
+async fn every_group_gets_every_event_in_order_and_acknowledges_it() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("groups");
+    let bus = RedisBus::connect(&url, quick_settings("c1")).unwrap();
+    let (a, b) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    bus.subscribe(&stream, "a", a.clone()).await.unwrap();
+    bus.subscribe(&stream, "b", b.clone()).await.unwrap();
+    let ids: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
+    let events: Vec<Event> = ids.iter().map(|id| event(id)).collect();
+    bus.publish(&stream, &events[..10]).await.unwrap();
+    bus.publish(&stream, &events[10..]).await.unwrap();
+
+    eventually("both groups applied all", async || a.applied().len() == 20 && b.applied().len() == 20).await;
+    assert_eq!(a.applied(), ids);
+    assert_eq!(b.applied(), ids);
+    let mut conn = redis(&url).await;
+    eventually("acknowledged", async || {
+        pending(&mut conn, &stream, "a").await == 0 && pending(&mut conn, &stream, "b").await == 0
+    })
+    .await;
+    bus.close();
+}
+
+#[tokio::test]
+async fn an_event_that_keeps_failing_is_dead_lettered_with_its_error() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("dead");
+    let bus = RedisBus::connect(&url, quick_settings("c1")).unwrap();
+    let handler = Arc::new(Recorder::failing("bad", u32::MAX, false));
+    bus.subscribe(&stream, "g", handler.clone()).await.unwrap();
+    bus.publish(&stream, &[event("ok-1"), event("bad"), event("ok-2")]).await.unwrap();
+
+    eventually("the good events applied", async || handler.applied().len() == 2).await;
+    assert_eq!(handler.applied(), ["ok-1", "ok-2"], "a bad event does not hold back the next");
+    let mut conn = redis(&url).await;
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(dead_letter_stream(&stream))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(dead.ids.len(), 1);
+    let field = |name: &str| -> String { dead.ids[0].get(name).unwrap() };
+    assert_eq!(field("id"), "bad");
+    assert_eq!(field("group"), "g");
+    assert!(field("error").contains("no exchange rate"), "{}", field("error"));
+    assert_eq!(pending(&mut conn, &stream, "g").await, 0, "the dead letter is acknowledged");
+    bus.close();
+}
+
+#[tokio::test]
+async fn a_database_outage_is_waited_out_never_dead_lettered() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("outage");
+    let settings = RedisBusSettings { max_attempts: 2, ..quick_settings("c1") };
+    let bus = RedisBus::connect(&url, settings).unwrap();
+    // More outage failures than `max_attempts`: still applied in the end.
+    let handler = Arc::new(Recorder::failing("e1", 4, true));
+    bus.subscribe(&stream, "g", handler.clone()).await.unwrap();
+    bus.publish(&stream, &[event("e1"), event("e2")]).await.unwrap();
+
+    eventually("applied after the outage", async || handler.applied().len() == 2).await;
+    assert_eq!(handler.applied(), ["e1", "e2"]);
+    let mut conn = redis(&url).await;
+    let dead: i64 = redis::cmd("XLEN").arg(dead_letter_stream(&stream)).query_async(&mut conn).await.unwrap();
+    assert_eq!(dead, 0);
+    bus.close();
+}
+
+#[tokio::test]
+async fn a_delivery_left_by_a_dead_consumer_is_reclaimed() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("reclaim");
+    let mut conn = redis(&url).await;
+    let publisher = RedisBus::connect(&url, quick_settings("publisher")).unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    publisher.publish(&stream, &[event("orphan")]).await.unwrap();
+    // A consumer reads it and dies before acknowledging.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("crashed")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending(&mut conn, &stream, "g").await, 1);
+
+    let bus = RedisBus::connect(&url, quick_settings("survivor")).unwrap();
+    let handler = Arc::new(Recorder::default());
+    bus.subscribe(&stream, "g", handler.clone()).await.unwrap();
+    eventually("re-claimed and applied", async || handler.applied() == ["orphan"]).await;
+    eventually("acknowledged", async || pending(&mut conn, &stream, "g").await == 0).await;
+    bus.close();
+}
+
+#[tokio::test]
+async fn a_restarted_consumer_applies_what_it_had_not_acknowledged() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("restart");
+    let mut conn = redis(&url).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let settings = RedisBusSettings { claim_idle: Duration::from_secs(3600), ..quick_settings("pod-1") };
+    let bus = RedisBus::connect(&url, settings.clone()).unwrap();
+    bus.publish(&stream, &[event("in-flight")]).await.unwrap();
+    // pod-1 read it, then was killed.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("pod-1")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Restarted under the same name, it starts with its own pending deliveries, without
+    // waiting for the claim timeout.
+    let handler = Arc::new(Recorder::default());
+    bus.subscribe(&stream, "g", handler.clone()).await.unwrap();
+    eventually("applied after restart", async || handler.applied() == ["in-flight"]).await;
+    bus.close();
+}
+
+#[tokio::test]
+async fn a_group_lost_with_redis_data_is_recreated_and_delivery_resumes() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("lost");
+    let bus = RedisBus::connect(&url, quick_settings("c1")).unwrap();
+    let handler = Arc::new(Recorder::default());
+    bus.subscribe(&stream, "g", handler.clone()).await.unwrap();
+    bus.publish(&stream, &[event("before")]).await.unwrap();
+    eventually("first applied", async || handler.applied() == ["before"]).await;
+
+    // Redis restarted without persistence: the stream and its groups are gone.
+    let mut conn = redis(&url).await;
+    let _: i64 = redis::cmd("DEL").arg(&stream).query_async(&mut conn).await.unwrap();
+    bus.publish(&stream, &[event("after")]).await.unwrap();
+    eventually("delivery resumed", async || handler.applied() == ["before", "after"]).await;
+    bus.close();
+}
+
+#[tokio::test]
+async fn trimming_keeps_every_entry_some_group_still_needs() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("trim");
+    let mut conn = redis(&url).await;
+    let bus = RedisBus::connect(&url, quick_settings("c1")).unwrap();
+    let fast = Arc::new(Recorder::default());
+    bus.subscribe(&stream, "fast", fast.clone()).await.unwrap();
+    // A second group exists but has read nothing yet (its service is down).
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("slow")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let events: Vec<Event> = (0..10).map(|i| event(&format!("e{i}"))).collect();
+    bus.publish(&stream, &events).await.unwrap();
+    eventually("fast group done", async || fast.applied().len() == 10).await;
+
+    bus.trim(&stream).await.unwrap();
+    let len: i64 = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.unwrap();
+    assert_eq!(len, 10, "the slow group still needs everything");
+
+    let slow = Arc::new(Recorder::default());
+    bus.subscribe(&stream, "slow", slow.clone()).await.unwrap();
+    eventually("slow group done", async || slow.applied().len() == 10).await;
+    eventually("acknowledged", async || pending(&mut conn, &stream, "slow").await == 0).await;
+    bus.trim(&stream).await.unwrap();
+    let len: i64 = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.unwrap();
+    assert!(len <= 1, "acknowledged entries are trimmed (the last delivered one may stay): {len}");
+    bus.close();
+}
+
+/// With Redis away the relay fails, the events stay in the outbox and are not held by a lease,
+/// and the same relay publishes them once Redis answers.
+#[tokio::test]
+async fn events_wait_in_the_outbox_while_redis_is_away() {
+    let Some(url) = redis_url() else { return };
+    let test = TestDb::sqlite();
+    let db = Db::connect(&test.url, &DbOptions::default()).unwrap();
+    db.migrate(&[]).await.unwrap();
+    let stream = stream_name("away");
+    let mut tx = db.begin().await.unwrap();
+    outbox::enqueue(
+        &mut tx,
+        &stream,
+        "test",
+        "agg",
+        Payload::TeamDeleted(TeamDeleted { team_id: "t".into() }),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let away = Arc::new(RedisBus::connect("redis://127.0.0.1:1", quick_settings("c1")).unwrap());
+    let relay = OutboxRelay::new(db.clone(), away as Arc<dyn EventBus>);
+    assert!(relay.publish_batch().await.is_err());
+    assert!(relay.publish_batch().await.is_err(), "the failed batch was released, not left leased");
+    assert_eq!(outbox::backlog(&db).await.unwrap(), 1);
+
+    let bus = Arc::new(RedisBus::connect(&url, quick_settings("c1")).unwrap());
+    let relay = OutboxRelay::new(db.clone(), bus.clone() as Arc<dyn EventBus>);
+    assert_eq!(relay.publish_batch().await.unwrap(), 1);
+    assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
+    let mut conn = redis(&url).await;
+    let len: i64 = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.unwrap();
+    assert_eq!(len, 1);
+}
