@@ -10,6 +10,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ids;
 pub mod layers;
+pub mod metrics;
 pub mod outbox;
 pub mod paging;
 pub mod peers;
