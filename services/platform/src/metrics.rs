@@ -404,6 +404,37 @@ mod tests {
         assert_eq!(rpc_labels("/"), ("unknown", "unknown"));
     }
 
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn consumers_report_applied_events_their_lag_dead_letters_and_pending() {
+        let (stream, group) = ("tandem.test.consumers", "lagging");
+        let labels = format!("group=\"{group}\",stream=\"{stream}\"");
+        event_applied(stream, group, now_micros() - 2_000_000);
+        event_applied(stream, group, now_micros() - 20_000);
+        event_applied(stream, group, now_micros() + 60_000_000);
+        event_dead_lettered(stream, group);
+        set_consumer_pending(stream, group, 5);
+        set_consumer_pending(stream, group, 3);
+
+        let text = render_prometheus().unwrap();
+        let get = |metric: &str, extra: &str| value(&text, &format!("{metric}{{{labels}{extra}}}"));
+        assert_eq!(get("events_applied_total", ""), Some(3.0), "{text}");
+        assert_eq!(get("events_dead_lettered_total", ""), Some(1.0));
+        assert_eq!(get("event_consumer_pending_events", ""), Some(3.0), "the last count");
+        assert_eq!(get("event_consumer_lag_seconds_count", ""), Some(3.0));
+        // A clock ahead counts as no lag; 20 ms lies under 50 ms; 2 s under 2.5 s, above 1 s.
+        assert_eq!(get("event_consumer_lag_seconds_bucket", ",le=\"0.001\""), Some(1.0));
+        assert_eq!(get("event_consumer_lag_seconds_bucket", ",le=\"0.05\""), Some(2.0));
+        assert_eq!(get("event_consumer_lag_seconds_bucket", ",le=\"1\""), Some(2.0));
+        assert_eq!(get("event_consumer_lag_seconds_bucket", ",le=\"2.5\""), Some(3.0));
+        assert!(get("event_consumer_lag_seconds_sum", "").is_some_and(|s| (2.0..3.0).contains(&s)));
+        assert!(text.contains("# TYPE event_consumer_lag_seconds histogram\n"));
+        assert!(text.contains("# TYPE event_consumer_pending_events gauge\n"));
+    }
+
     #[test]
     fn code_names_follow_the_grpc_spelling() {
         assert_eq!(code_name(0), "OK");

@@ -1,5 +1,6 @@
 //! The admin HTTP server of a real gRPC server: `/metrics` counts and times the RPCs it served
 //! by service, method and code; `/livez` and `/readyz` follow the server's life and health.
+//! And the database metrics: a watched pool and its outbox backlog, on both backends.
 //!
 //! The metrics are the process's, shared by the tests of this file, so each test looks at
 //! label sets of its own and compares scrapes before and after.
@@ -16,15 +17,18 @@ use std::{
 use async_trait::async_trait;
 use tandem_platform::{
     auth::{AuthError, Authenticator, Caller},
-    metrics,
+    backend_tests,
+    db::{Db, DbOptions},
+    metrics, outbox,
     server::{Readiness, Server, ServerOptions, Shutdown},
-    testing::TestServer,
+    testing::{TestDb, TestServer},
 };
 use tandem_proto::commissions::v1::{
     ListRenewalsRequest, ListRenewalsResponse,
     renewal_service_client::RenewalServiceClient,
     renewal_service_server::{RenewalService, RenewalServiceServer},
 };
+use tandem_proto::events::v1::{TeamDeleted, event::Payload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -247,3 +251,49 @@ async fn probes_follow_health_and_shutdown_and_streams_are_measured() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sample(&metrics::render_prometheus().unwrap(), cancelled) - before, 1.0);
 }
+
+/// A watched database reports its pool (idle, in use, the most it opens) and its outbox
+/// backlog under its name, until the watch stops.
+async fn database_pool_and_outbox_backlog_are_reported(test: TestDb) {
+    let db = Db::connect(&test.url, &DbOptions { max_connections: 3, ..DbOptions::default() }).unwrap();
+    db.migrate(&[]).await.unwrap();
+    for team in ["t1", "t2"] {
+        let mut tx = db.begin().await.unwrap();
+        let payload = Payload::TeamDeleted(TeamDeleted { team_id: team.into() });
+        outbox::enqueue(&mut tx, "stream", "test", team, payload).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let name = format!("db_{}", uuid::Uuid::now_v7().simple());
+    let series = |metric: &str, extra: &str| format!("{metric}{{database=\"{name}\"{extra}}}");
+    let backlog = series("outbox_backlog_events", "");
+
+    let held = db.pool().acquire().await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watching = tokio::spawn(metrics::watch_database(name.clone(), db.clone(), async {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = metrics::render_prometheus().unwrap();
+    while !text.contains(&format!("{backlog} ")) {
+        assert!(Instant::now() < deadline, "{backlog} never reported:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = metrics::render_prometheus().unwrap();
+    }
+    assert_eq!(sample(&text, &backlog), 2.0, "two events wait: {text}");
+    assert_eq!(sample(&text, &series("db_pool_max_connections", "")), 3.0);
+    assert!(sample(&text, &series("db_pool_connections", ",state=\"in_use\"")) >= 1.0, "{text}");
+    assert!(text.contains(&format!("{} ", series("db_pool_connections", ",state=\"idle\""))), "{text}");
+    assert!(text.contains("# TYPE db_pool_connections gauge\n"));
+
+    drop(held);
+    metrics::set_outbox_backlog(&name, 7);
+    assert_eq!(sample(&metrics::render_prometheus().unwrap(), &backlog), 7.0);
+
+    stop.send(()).unwrap();
+    watching.await.unwrap();
+    let text = metrics::render_prometheus().unwrap();
+    assert!(!text.contains(&name), "an unwatched database is no longer reported:\n{text}");
+    db.close().await;
+}
+
+backend_tests!(database_pool_and_outbox_backlog_are_reported);
