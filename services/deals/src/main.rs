@@ -15,6 +15,7 @@ use tandem_platform::{
     bus::EventBus,
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
+    metrics,
     outbox::OutboxRelay,
     peers,
     server::{MigratedDb, Server, Shutdown},
@@ -87,11 +88,10 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services =
         tandem_deals::api::services(&deals, common.server.max_message_bytes).ready_when(migrated.clone());
-    let server =
-        Server::build(common.server.options(common.listen), services, Arc::new(JwtVerifier::new(keys)))
-            .await?;
+    let server = Server::build(common.server_options(), services, Arc::new(JwtVerifier::new(keys))).await?;
 
     let shutdown = Shutdown::default();
+    tokio::spawn(metrics::watch_database("deals", db.clone(), shutdown.requested()));
     tokio::spawn({
         let (relay_stopped, expiry_stopped) = (shutdown.requested(), shutdown.requested());
         async move {

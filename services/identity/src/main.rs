@@ -8,6 +8,7 @@ use tandem_platform::{
     bus::EventBus,
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
+    metrics,
     server::{MigratedDb, Server, Shutdown},
     telemetry,
 };
@@ -88,10 +89,10 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services = tandem_identity::api::services(&identity, common.server.max_message_bytes)
         .ready_when(migrated.clone());
-    let server =
-        Server::build(common.server.options(common.listen), services, identity.authenticator()).await?;
+    let server = Server::build(common.server_options(), services, identity.authenticator()).await?;
 
     let shutdown = Shutdown::default();
+    tokio::spawn(metrics::watch_database("identity", db.clone(), shutdown.requested()));
     tokio::spawn({
         let identity = identity.clone();
         let admin = args.admin_email.zip(args.admin_password);

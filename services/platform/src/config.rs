@@ -27,6 +27,30 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub server: ServerArgs,
+    /// Admin HTTP address serving `/metrics` (Prometheus), `/livez` and `/readyz`; `off` for none.
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: AdminListen,
+}
+
+impl ServeArgs {
+    /// The gRPC server's options: its address, limits and admin address.
+    pub fn server_options(&self) -> ServerOptions {
+        ServerOptions { admin_listen: self.admin_listen.0, ..self.server.options(self.listen) }
+    }
+}
+
+/// An address to listen on, or `off` (or empty) for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for AdminListen {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "" | "off" => Ok(Self(None)),
+            addr => addr.parse().map(|a| Self(Some(a))),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -92,6 +116,7 @@ impl ServerArgs {
             max_concurrent_requests: self.max_concurrent_requests,
             max_message_bytes: self.max_message_bytes,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            admin_listen: None,
         }
     }
 }
@@ -106,4 +131,20 @@ pub fn args_with_default_subcommand(default: &str, known: &[&str]) -> Vec<std::f
         args.insert(1.min(args.len()), default.into());
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_listen_is_an_address_or_off() {
+        assert_eq!("off".parse::<AdminListen>().unwrap(), AdminListen(None));
+        assert_eq!("".parse::<AdminListen>().unwrap(), AdminListen(None));
+        assert_eq!(
+            "127.0.0.1:9090".parse::<AdminListen>().unwrap(),
+            AdminListen(Some(SocketAddr::from(([127, 0, 0, 1], 9090))))
+        );
+        assert!("nine".parse::<AdminListen>().is_err());
+    }
 }

@@ -1,6 +1,6 @@
-//! The tower layers every server runs, outermost first: tracing, load shedding, the request
-//! deadline and authentication. Each answers a refused request itself with a proper gRPC
-//! status, so no tower error ever reaches the client as UNKNOWN.
+//! The tower layers every server runs, outermost first: metrics, tracing, load shedding, the
+//! request deadline and authentication. Each answers a refused request itself with a proper
+//! gRPC status, so no tower error ever reaches the client as UNKNOWN.
 
 use std::{
     pin::Pin,
@@ -18,7 +18,7 @@ use tracing::Instrument;
 use crate::{
     ApiError,
     auth::{AuthError, Authenticator},
-    telemetry,
+    metrics, telemetry,
 };
 
 type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
@@ -286,6 +286,132 @@ impl Around for Trace {
             }
             .instrument(span),
         )
+    }
+}
+
+// --- metrics -----------------------------------------------------------------------------
+
+/// Counts and times every RPC to its final status (`rpc_server_requests_total`,
+/// `rpc_server_duration_seconds`). A refusal or a failed unary call carries its status in the
+/// response headers (trailers-only) and is recorded at once; otherwise the status arrives in
+/// the trailers at the end of the body — a unary call's right after its message, a stream's
+/// when it ends — and is recorded then. A body dropped before its trailers (the client went
+/// away) counts as CANCELLED, and so does a request dropped before its response.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Meter;
+
+pub fn meter() -> Meter {
+    Meter
+}
+
+impl<S> Layer<S> for Meter {
+    type Service = MeterService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        MeterService { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MeterService<S> {
+    inner: S,
+}
+
+const CANCELLED: i32 = tonic::Code::Cancelled as i32;
+const UNKNOWN: i32 = tonic::Code::Unknown as i32;
+
+fn grpc_status_of(headers: &http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+/// One RPC being measured; recorded once, as CANCELLED if dropped unfinished.
+struct RpcInFlight {
+    path: String,
+    started: Instant,
+    done: bool,
+}
+
+impl RpcInFlight {
+    fn finish(&mut self, code: i32) {
+        if !std::mem::replace(&mut self.done, true) {
+            metrics::rpc_finished(&self.path, code, self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for RpcInFlight {
+    fn drop(&mut self) {
+        self.finish(CANCELLED);
+    }
+}
+
+impl<S, B, R> Service<Request<B>> for MeterService<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Future: Send + 'static,
+    R: http_body::Body + Unpin,
+{
+    type Response = Response<MeteredBody<R>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let mut rpc = RpcInFlight { path: req.uri().path().to_owned(), started: Instant::now(), done: false };
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = match response.await {
+                Ok(response) => response,
+                Err(err) => {
+                    rpc.finish(UNKNOWN);
+                    return Err(err);
+                }
+            };
+            if let Some(code) = grpc_status_of(response.headers()) {
+                rpc.finish(code);
+            }
+            Ok(response.map(|inner| MeteredBody { inner, rpc }))
+        })
+    }
+}
+
+/// A response body that records its RPC when the trailers with the status pass through.
+pub struct MeteredBody<B> {
+    inner: B,
+    rpc: RpcInFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for MeteredBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.rpc.finish(grpc_status_of(trailers).unwrap_or(UNKNOWN));
+                }
+            }
+            // A body that fails or ends without a status leaves the client with UNKNOWN.
+            Poll::Ready(Some(Err(_)) | None) => this.rpc.finish(UNKNOWN),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

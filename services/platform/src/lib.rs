@@ -2,6 +2,7 @@
 //! (health, reflection, tower layers, graceful shutdown), authentication, the error mapping,
 //! storage (connect, migrate, idempotency records, the outbox) and the event bus.
 
+pub mod admin;
 pub mod auth;
 pub mod bus;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ids;
 pub mod layers;
+pub mod metrics;
 pub mod outbox;
 pub mod paging;
 pub mod peers;

@@ -1,6 +1,7 @@
 //! The server bootstrap: `Server::build(options, …) → port() → run_until_stopped(signal)`.
 //! Serves the given routes with `grpc.health.v1` (NOT_SERVING until every readiness check
-//! passes, NOT_SERVING again on shutdown), reflection `v1` and `v1alpha`, and the tower layers.
+//! passes, NOT_SERVING again on shutdown), reflection `v1` and `v1alpha`, and the tower layers;
+//! and, when configured, the [admin HTTP server](crate::admin) with the same readiness.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -11,9 +12,10 @@ use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    admin::{AdminServer, Probes},
     auth::Authenticator,
     db::Db,
-    layers::{authenticate, deadline, shed, trace},
+    layers::{authenticate, deadline, meter, shed, trace},
 };
 
 #[derive(Clone, Debug)]
@@ -23,6 +25,8 @@ pub struct ServerOptions {
     pub max_concurrent_requests: usize,
     pub max_message_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Where the admin HTTP server (`/metrics`, `/livez`, `/readyz`) listens; none when unset.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerOptions {
@@ -33,6 +37,7 @@ impl Default for ServerOptions {
             max_concurrent_requests: 512,
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(20),
+            admin_listen: None,
         }
     }
 }
@@ -135,10 +140,11 @@ pub struct Server {
     options: ServerOptions,
     services: ServiceSet,
     authenticator: Arc<dyn Authenticator>,
+    admin: Option<AdminServer>,
 }
 
 impl Server {
-    /// Binds the listener (port 0 picks a free port) without serving yet.
+    /// Binds the listeners, gRPC and admin (port 0 picks a free port), without serving yet.
     pub async fn build(
         options: ServerOptions,
         services: ServiceSet,
@@ -146,7 +152,20 @@ impl Server {
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(options.listen).await?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, addr, options, services, authenticator })
+        let admin = match options.admin_listen {
+            Some(admin) => Some(
+                AdminServer::bind(admin)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("admin listener on {admin}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self { listener, addr, options, services, authenticator, admin })
+    }
+
+    /// The admin HTTP server's address, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     pub fn port(&self) -> u16 {
@@ -163,9 +182,11 @@ impl Server {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Server { listener, addr, options, services, authenticator } = self;
+        let Server { listener, addr, options, services, authenticator, admin } = self;
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        set_all(&reporter, &services.names, ServingStatus::NotServing).await;
+        let health =
+            Health { reporter, names: services.names.clone(), serving: tokio::sync::watch::channel(false).0 };
+        health.set(ServingStatus::NotServing).await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tandem_proto::FILE_DESCRIPTOR_SET)
@@ -182,27 +203,26 @@ impl Server {
             .add_service(reflection_v1alpha);
 
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-        let readiness = tokio::spawn(watch_readiness(
-            reporter.clone(),
-            services.names.clone(),
-            services.readiness,
-            stopping_rx.clone(),
-        ));
+        let admin = admin.map(|admin| {
+            tokio::spawn(admin.serve(Probes::new(health.serving.subscribe(), stopping_rx.clone())))
+        });
+        let readiness =
+            tokio::spawn(watch_readiness(health.clone(), services.readiness, stopping_rx.clone()));
 
         let layers = tower::ServiceBuilder::new()
+            .layer(meter())
             .layer(trace())
             .layer(shed(options.max_concurrent_requests))
             .layer(deadline(options.request_timeout))
             .layer(authenticate(authenticator));
 
-        let names = services.names.clone();
         let shutdown = {
-            let reporter = reporter.clone();
+            let health = health.clone();
             async move {
                 stop.await;
                 tracing::info!("shutting down: draining in-flight requests");
                 let _ = stopping_tx.send(true);
-                set_all(&reporter, &names, ServingStatus::NotServing).await;
+                health.set(ServingStatus::NotServing).await;
             }
         };
         let mut stopping = stopping_rx;
@@ -224,21 +244,35 @@ impl Server {
             }
         };
         readiness.abort();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         result
     }
 }
 
-async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    for name in names {
-        reporter.set_service_status(*name, status).await;
+/// The health a server reports: over gRPC for the whole server and each service, and as a
+/// flag for the admin server's `/readyz`.
+#[derive(Clone)]
+struct Health {
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+    serving: tokio::sync::watch::Sender<bool>,
+}
+
+impl Health {
+    async fn set(&self, status: ServingStatus) {
+        self.serving.send_replace(status == ServingStatus::Serving);
+        self.reporter.set_service_status("", status).await;
+        for name in &self.names {
+            self.reporter.set_service_status(*name, status).await;
+        }
     }
 }
 
 /// SERVING while every check passes, NOT_SERVING while one fails, until shutdown.
 async fn watch_readiness(
-    reporter: HealthReporter,
-    names: Vec<&'static str>,
+    health: Health,
     checks: Vec<Arc<dyn Readiness>>,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -264,7 +298,7 @@ async fn watch_readiness(
         if ok != serving {
             serving = ok;
             let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
-            set_all(&reporter, &names, status).await;
+            health.set(status).await;
             if ok {
                 tracing::info!("dependencies answer; SERVING");
             }

@@ -113,6 +113,8 @@ macro_rules! backend_tests {
 pub struct TestServer {
     pub channel: tonic::transport::Channel,
     pub addr: std::net::SocketAddr,
+    /// The admin HTTP server's address, when the options asked for one.
+    pub admin: Option<std::net::SocketAddr>,
     shutdown: crate::server::Shutdown,
 }
 
@@ -121,17 +123,25 @@ impl TestServer {
         services: crate::server::ServiceSet,
         authenticator: std::sync::Arc<dyn crate::auth::Authenticator>,
     ) -> Self {
+        Self::start_with(crate::server::ServerOptions::default(), services, authenticator).await
+    }
+
+    /// A server with `options`: pass `admin_listen: Some(127.0.0.1:0)` for an admin server too.
+    pub async fn start_with(
+        options: crate::server::ServerOptions,
+        services: crate::server::ServiceSet,
+        authenticator: std::sync::Arc<dyn crate::auth::Authenticator>,
+    ) -> Self {
         let server =
-            crate::server::Server::build(crate::server::ServerOptions::default(), services, authenticator)
-                .await
-                .expect("bind a test server");
+            crate::server::Server::build(options, services, authenticator).await.expect("bind a test server");
         let addr = server.local_addr();
+        let admin = server.admin_addr();
         let shutdown = crate::server::Shutdown::default();
         tokio::spawn(server.run_until_stopped(shutdown.requested()));
         let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
             .expect("test server address")
             .connect_lazy();
-        Self { channel, addr, shutdown }
+        Self { channel, addr, admin, shutdown }
     }
 }
 

@@ -14,7 +14,9 @@ use tandem_platform::{
     ApiError,
     auth::Caller,
     bus::{EventBus, InProcessBus},
+    config::AdminListen,
     db::{Db, DbOptions},
+    metrics,
     outbox::OutboxRelay,
     server::{MigratedDb, Server, ServerOptions, Shutdown},
     telemetry,
@@ -36,6 +38,10 @@ pub struct DevArgs {
     pub log_format: telemetry::LogFormat,
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otel_endpoint: Option<String>,
+    /// Admin HTTP address serving `/metrics`, `/livez` and `/readyz` (e.g. `127.0.0.1:9090`);
+    /// `off`, the default, for none.
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN", default_value = "off")]
+    pub admin_listen: AdminListen,
     /// The first staff admin (idempotent); `--demo` uses its own.
     #[arg(long, env = "TANDEM_ADMIN_EMAIL")]
     pub admin_email: Option<String>,
@@ -181,7 +187,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 .ready_when(commissions_migrated),
         )
         .merge(tandem_deals::api::services(&deals, max_message_bytes).ready_when(deals_migrated));
-    let options = ServerOptions { listen: args.listen, ..ServerOptions::default() };
+    for (name, db) in [
+        ("identity", &identity_db),
+        ("tiers", &tiers_db),
+        ("commissions", &commissions_db),
+        ("deals", &deals_db),
+    ] {
+        tokio::spawn(metrics::watch_database(name, db.clone(), stopped()));
+    }
+    let options =
+        ServerOptions { listen: args.listen, admin_listen: args.admin_listen.0, ..ServerOptions::default() };
     let server = Server::build(options, services, identity.authenticator()).await?;
     let addr = server.local_addr();
 

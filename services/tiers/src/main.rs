@@ -12,6 +12,7 @@ use tandem_platform::{
     bus::EventBus,
     config::{self, DatabaseArgs, ServeArgs},
     db::Db,
+    metrics,
     outbox::OutboxRelay,
     peers,
     server::{MigratedDb, Server, Shutdown},
@@ -72,11 +73,10 @@ async fn serve(args: TiersArgs) -> anyhow::Result<()> {
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services =
         tandem_tiers::api::services(&tiers, common.server.max_message_bytes).ready_when(migrated.clone());
-    let server =
-        Server::build(common.server.options(common.listen), services, Arc::new(JwtVerifier::new(keys)))
-            .await?;
+    let server = Server::build(common.server_options(), services, Arc::new(JwtVerifier::new(keys))).await?;
 
     let shutdown = Shutdown::default();
+    tokio::spawn(metrics::watch_database("tiers", db.clone(), shutdown.requested()));
     tokio::spawn({
         let (relay_stopped, sweeper_stopped) = (shutdown.requested(), shutdown.requested());
         let bus = bus.clone();
