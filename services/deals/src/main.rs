@@ -72,7 +72,7 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
     let db = Db::connect(&common.database.database_url, &common.database.options())?;
     let identity = peers::Identity::connect(&args.identity_url)?;
     let keys = identity.keys().await?;
-    let directory = IdentityDirectory::connect(&args.identity_url)?;
+    let directory = IdentityDirectory::new(identity.peer().clone());
 
     // The production bus is Redis Streams; until it lands the outbox relays in process.
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use tandem_commissions::{Commissions, DnsTxt, TeamRewards};
 use tandem_deals::{Deals, Directory, UserInfo};
 use tandem_identity::{
-    Identity, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair, ports::RewardsLedger,
+    Identity, MailSettings, Ports, Settings,
+    domain::secrets::SigningKeyPair,
+    ports::{LedgerError, RewardsLedger},
 };
 use tandem_platform::{
     ApiError,
@@ -94,8 +96,8 @@ struct CommissionsRewards(TeamRewards);
 
 #[async_trait]
 impl RewardsLedger for CommissionsRewards {
-    async fn team_holds_rewards(&self, team_id: &str) -> anyhow::Result<bool> {
-        self.0.holds_rewards(team_id).await.map_err(|e| anyhow::anyhow!("{e}"))
+    async fn team_holds_rewards(&self, team_id: &str) -> Result<bool, LedgerError> {
+        self.0.holds_rewards(team_id).await.map_err(|e| LedgerError::Unavailable(e.to_string()))
     }
 }
 
