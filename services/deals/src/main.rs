@@ -4,12 +4,14 @@
 //! `TANDEM_IDENTITY_URL` at start-up and every five minutes. "May this caller do this on this
 //! team?" is asked of identity's `AccessService/CheckPermission`, and users (active, staff,
 //! teams) and team enrolments of its `GetUserAccess` and `CheckTeamEnrollment`, over gRPC with
-//! the caller's own token. A background task expires deal registrations every minute.
+//! the caller's own token — except who may receive a lead, which deals answers from its copy of
+//! identity's members, kept from identity's events (`tandem_deals::directory`). A background
+//! task expires deal registrations every minute.
 
 use std::{sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tandem_deals::{Deals, MIGRATIONS, Settings, identity::IdentityDirectory};
+use tandem_deals::{Deals, MIGRATIONS, Settings, directory, identity::IdentityDirectory};
 use tandem_platform::{
     auth::JwtVerifier,
     bus::{EventBus, InProcessBus},
@@ -76,7 +78,7 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
 
     // The production bus is Redis Streams; until it lands the outbox relays in process.
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    let relay = OutboxRelay::new(db.clone(), bus);
+    let relay = OutboxRelay::new(db.clone(), bus.clone());
     let deals = Deals::new(
         db.clone(),
         Arc::new(identity),
@@ -84,6 +86,8 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
         relay.waker(),
         Settings { registration_expiry_days: args.registration_expiry_days },
     );
+    bus.subscribe(directory::IDENTITY_STREAM, directory::DIRECTORY_CONSUMER, deals.directory_handler())
+        .await?;
 
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services =
