@@ -303,6 +303,10 @@ impl tandem_platform::auth::Permissions for Identity {
         team_id: &str,
         permission: tandem_proto::identity::v1::Permission,
     ) -> Result<bool, tandem_platform::ApiError> {
+        // A service principal is a member of no team.
+        if caller.is_service_principal() {
+            return Ok(false);
+        }
         let Some(action) = Action::from_permission(permission) else { return Ok(false) };
         self.is_allowed(&caller.user_id, team_id, action).await.map_err(|e| match e {
             IdentityError::Db(tandem_platform::db::DbError::Unavailable(m)) => {
