@@ -8,8 +8,9 @@ use tandem_platform::{auth::Caller, db::Tx, time::now_micros};
 use tandem_proto::common::v1::ErrorReason;
 
 use crate::{
-    Deals,
+    Deals, UserInfo,
     domain::{
+        directory::shared_teams,
         leads::{LeadStatus, may_receive},
         rules::{self, Criterion, LeadFacts, Operator, Rule},
     },
@@ -62,7 +63,7 @@ impl Deals {
         user_id: &str,
         team_hint: &str,
     ) -> Result<MemberRow> {
-        let user = self.directory.user(caller, user_id).await?.ok_or(DealsError::NotFound("user"))?;
+        let user = self.user_seen_by(caller, user_id).await?.ok_or(DealsError::NotFound("user"))?;
         if !user.active {
             return Err(DealsError::rule(ErrorReason::UserInactive, "the user is deactivated"));
         }
@@ -90,17 +91,44 @@ impl Deals {
         Ok(MemberRow { user_id: user_id.to_owned(), team_id })
     }
 
-    /// Whether a member may receive a lead now: active in identity and not of a team that
-    /// declined it.
-    async fn eligible(&self, caller: &Caller, m: &MemberRow, declined: &[String]) -> Result<bool> {
+    /// The user as `caller` may learn of it, as identity's `GetUserAccess` would answer:
+    /// staff and the user itself see all its teams, a partner the teams it shares with it, and
+    /// a user of no shared team is unknown. From deals' copy of identity's members; asked of
+    /// identity when the copy has never heard of the user or of the partner asking.
+    pub async fn user_seen_by(&self, caller: &Caller, user_id: &str) -> Result<Option<UserInfo>> {
+        let mut conn = self.db.pool().acquire().await?;
+        let Some(user) = store::directory::user(&mut conn, user_id).await? else {
+            return Ok(self.directory.user(caller, user_id).await?);
+        };
+        let info = |team_ids| UserInfo { active: user.active, staff: false, team_ids };
+        if caller.is_staff() || caller.user_id == user_id {
+            return Ok(Some(info(user.team_ids.clone())));
+        }
+        let Some(viewer) = store::directory::user(&mut conn, &caller.user_id).await? else {
+            return Ok(self.directory.user(caller, user_id).await?);
+        };
+        Ok(shared_teams(&viewer.team_ids, &user.team_ids).map(info))
+    }
+
+    /// Whether a member may receive a lead now: active, still in the team, and not of a team
+    /// that declined it. Decided for the system, whoever's request runs the rules: from deals'
+    /// copy of identity's members, read in `conn` (the assignment's transaction); asked of
+    /// identity with the caller's token only for a user the copy has never heard of.
+    async fn eligible(
+        &self,
+        caller: &Caller,
+        conn: &mut sqlx::AnyConnection,
+        m: &MemberRow,
+        declined: &[String],
+    ) -> Result<bool> {
         if !may_receive(declined, &m.team_id) {
             return Ok(false);
         }
-        Ok(self
-            .directory
-            .user(caller, &m.user_id)
-            .await?
-            .is_some_and(|u| u.active && u.team_ids.contains(&m.team_id)))
+        let user = match store::directory::user(conn, &m.user_id).await? {
+            Some(known) => Some(UserInfo { active: known.active, staff: false, team_ids: known.team_ids }),
+            None => self.directory.user(caller, &m.user_id).await?,
+        };
+        Ok(user.is_some_and(|u| u.active && u.team_ids.contains(&m.team_id)))
     }
 
     /// Takes the queue's next round-robin turn and the eligible member it falls on. The turn
@@ -116,7 +144,7 @@ impl Deals {
         let members = store::queue_members(tx, queue_id).await?;
         let mut eligible = Vec::with_capacity(members.len());
         for m in &members {
-            eligible.push(self.eligible(caller, m, declined).await?);
+            eligible.push(self.eligible(caller, tx, m, declined).await?);
         }
         if !eligible.contains(&true) {
             return Ok(None);
@@ -175,7 +203,7 @@ impl Deals {
             match &rule.target {
                 Target::User { user_id, team_id } => {
                     let m = MemberRow { user_id: user_id.clone(), team_id: team_id.clone() };
-                    if self.eligible(caller, &m, declined).await? {
+                    if self.eligible(caller, tx, &m, declined).await? {
                         set_owner(lead, &m);
                         return Ok(true);
                     }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod assign;
+pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod identity;
@@ -25,7 +26,10 @@ use tokio::sync::Notify;
 
 use crate::{domain::registration::DEFAULT_EXPIRY_DAYS, error::Result};
 
-pub const MIGRATIONS: &[MigrationSource] = &[(100, "deals", include_str!("../migrations/0100_deals.sql"))];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    (100, "deals", include_str!("../migrations/0100_deals.sql")),
+    (101, "directory", include_str!("../migrations/0101_directory.sql")),
+];
 
 /// The stream deals' events go to: `DealClosed` (tiers, commissions) and
 /// `NotificationRequested` (identity's inbox).
@@ -41,7 +45,8 @@ pub struct UserInfo {
 }
 
 /// What deals asks identity about users and programs on behalf of `caller`: in-process in
-/// `tandem dev`, over gRPC with the caller's token in production.
+/// `tandem dev`, over gRPC with the caller's token in production. Users are asked only when
+/// deals' own copy of identity's members has never heard of them (see [`directory`]).
 #[async_trait]
 pub trait Directory: Send + Sync + 'static {
     /// The user, or `None` when identity does not know it.
@@ -87,6 +92,20 @@ impl Deals {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Keeps deals' copy of identity's members from identity's events: subscribe it to
+    /// [`directory::IDENTITY_STREAM`] as [`directory::DIRECTORY_CONSUMER`].
+    pub fn directory_handler(&self) -> Arc<dyn tandem_platform::bus::EventHandler> {
+        directory::DirectoryCopy::new(self.db.clone())
+    }
+
+    /// Starts applying the events deals consumes (call once the database is migrated).
+    pub async fn subscribe(
+        &self,
+        bus: &dyn tandem_platform::bus::EventBus,
+    ) -> std::result::Result<(), tandem_platform::bus::BusError> {
+        bus.subscribe(directory::IDENTITY_STREAM, directory::DIRECTORY_CONSUMER, self.directory_handler()).await
     }
 
     /// Commits and wakes the outbox relay.

@@ -4,7 +4,9 @@
 //! `TANDEM_IDENTITY_URL` at start-up and every five minutes. "May this caller do this on this
 //! team?" is asked of identity's `AccessService/CheckPermission`, and users (active, staff,
 //! teams) and team enrolments of its `GetUserAccess` and `CheckTeamEnrollment`, over gRPC with
-//! the caller's own token. A background task expires deal registrations every minute.
+//! the caller's own token — except who may receive a lead, which deals answers from its copy of
+//! identity's members, kept from identity's events (`tandem_deals::directory`). A background
+//! task expires deal registrations every minute.
 
 use std::{sync::Arc, time::Duration};
 
@@ -73,7 +75,7 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
     let db = Db::connect(&common.database.database_url, &common.database.options())?;
     let identity = peers::Identity::connect(&args.identity_url)?;
     let keys = identity.keys().await?;
-    let directory = IdentityDirectory::connect(&args.identity_url)?;
+    let directory = IdentityDirectory::new(identity.peer().clone());
 
     let bus = common.bus.connect()?;
     let relay = OutboxRelay::new(db.clone(), bus.clone() as Arc<dyn EventBus>);
@@ -94,8 +96,12 @@ async fn serve(args: DealsArgs) -> anyhow::Result<()> {
     tokio::spawn(metrics::watch_database("deals", db.clone(), shutdown.requested()));
     tokio::spawn({
         let (relay_stopped, expiry_stopped) = (shutdown.requested(), shutdown.requested());
+        let bus = bus.clone();
         async move {
             migrated.migrated().await;
+            if let Err(err) = deals.subscribe(bus.as_ref()).await {
+                tracing::error!(error = %err, "could not subscribe to the event bus");
+            }
             tokio::spawn(deals.run_expiry(Duration::from_secs(60), expiry_stopped));
             relay.run(relay_stopped).await;
         }

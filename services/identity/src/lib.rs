@@ -53,7 +53,8 @@ pub struct Ports {
 
 impl Ports {
     /// The system's DNS; email through the SMTP relay when one is given, else logged; and no
-    /// rewards ledger: the suite has no commissions service yet, so no team can hold rewards.
+    /// rewards ledger, so teams cannot be deleted until one is given (see
+    /// [`ports::CommissionsLedger`]).
     pub fn standard(mail: &MailSettings) -> anyhow::Result<Self> {
         let mailer: Arc<dyn Mailer> = match &mail.smtp_url {
             Some(url) => Arc::new(ports::SmtpMailer::new(url, &mail.from)?),
@@ -62,7 +63,7 @@ impl Ports {
         Ok(Self {
             mailer,
             txt: Arc::new(ports::DnsResolver::from_system()?),
-            rewards: Arc::new(ports::NoRewardsLedger),
+            rewards: Arc::new(ports::NoLedger),
         })
     }
 }
@@ -254,6 +255,10 @@ impl Identity {
 impl Authenticator for Identity {
     async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
         let claims = self.verifier.verify(token).await?;
+        // Identity's service token is for other services; identity serves users only.
+        if claims.svc.is_some() {
+            return Err(AuthError::Invalid("a service token is not accepted by identity".into()));
+        }
         let status =
             self.user_status(&claims.sub).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
         match status {
@@ -262,7 +267,7 @@ impl Authenticator for Identity {
             Some(s) if claims.iat < s.tokens_valid_after => {
                 Err(AuthError::Invalid("token was revoked".into()))
             }
-            Some(_) => Ok(Caller::from_claims(&claims)),
+            Some(_) => Caller::from_claims(&claims),
         }
     }
 }
@@ -307,6 +312,10 @@ impl tandem_platform::auth::Permissions for Identity {
         team_id: &str,
         permission: tandem_proto::identity::v1::Permission,
     ) -> Result<bool, tandem_platform::ApiError> {
+        // A service principal is a member of no team.
+        if caller.is_service_principal() {
+            return Ok(false);
+        }
         let Some(action) = Action::from_permission(permission) else { return Ok(false) };
         self.is_allowed(&caller.user_id, team_id, action).await.map_err(|e| match e {
             IdentityError::Db(tandem_platform::db::DbError::Unavailable(m)) => {

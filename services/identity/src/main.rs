@@ -1,9 +1,15 @@
 //! `tandem-identity`: the identity & teams service. `serve` (the default) or `migrate`.
+//!
+//! Before deleting a team it asks commissions (`TANDEM_COMMISSIONS_URL`) whether the team holds
+//! rewards, as the service principal `svc:identity` with a short-lived token it signs itself.
 
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tandem_identity::{Identity, MIGRATIONS, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair};
+use tandem_identity::{
+    Identity, MIGRATIONS, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair,
+    ports::CommissionsLedger,
+};
 use tandem_platform::{
     bus::EventBus,
     config::{self, DatabaseArgs, ServeArgs},
@@ -45,6 +51,11 @@ struct IdentityArgs {
     public_url: String,
     #[command(flatten)]
     mail: MailSettings,
+    /// Commissions' gRPC address, asked whether a team holds rewards before it is deleted.
+    /// Without it teams cannot be deleted (FAILED_PRECONDITION): identity never assumes a team
+    /// holds none.
+    #[arg(long, env = "TANDEM_COMMISSIONS_URL")]
+    commissions_url: Option<String>,
 }
 
 #[tokio::main]
@@ -82,9 +93,13 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
         signing_key: signing_key(args.jwt_signing_key_file.as_deref())?,
         link_base: args.public_url,
     };
+    let mut ports = Ports::standard(&args.mail)?;
+    match &args.commissions_url {
+        Some(url) => ports.rewards = Arc::new(CommissionsLedger::connect(url, settings.signing_key.clone())?),
+        None => tracing::warn!("TANDEM_COMMISSIONS_URL is not set: teams cannot be deleted"),
+    }
     let (identity, relay) =
-        Identity::start(db.clone(), settings, Ports::standard(&args.mail)?, bus.clone() as Arc<dyn EventBus>)
-            .await?;
+        Identity::start(db.clone(), settings, ports, bus.clone() as Arc<dyn EventBus>).await?;
 
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services = tandem_identity::api::services(&identity, common.server.max_message_bytes)

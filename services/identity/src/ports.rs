@@ -4,6 +4,13 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use tandem_platform::{
+    peers::{Peer, PeerError},
+    time::{MICROS_PER_SECOND, now_micros},
+};
+use tandem_proto::commissions::v1::{CheckTeamRewardsRequest, reward_service_client::RewardServiceClient};
+
+use crate::domain::secrets::SigningKeyPair;
 
 /// Looks up TXT records.
 #[async_trait]
@@ -145,20 +152,106 @@ impl Mailer for RecordingMailer {
     }
 }
 
+/// Why the rewards ledger gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// No commissions service is configured: whether a team holds rewards cannot be known.
+    #[error("no rewards ledger is configured (TANDEM_COMMISSIONS_URL)")]
+    Unconfigured,
+    /// Commissions did not answer; asking again later may work.
+    #[error("the rewards ledger did not answer: {0}")]
+    Unavailable(String),
+}
+
 /// The rewards ledger, asked before a team is deleted.
 #[async_trait]
 pub trait RewardsLedger: Send + Sync + 'static {
     /// Whether the team holds rewards (pending, available, or a balance to settle).
-    async fn team_holds_rewards(&self, team_id: &str) -> anyhow::Result<bool>;
+    async fn team_holds_rewards(&self, team_id: &str) -> Result<bool, LedgerError>;
 }
 
-/// A suite without a commissions service: no team can hold rewards.
-pub struct NoRewardsLedger;
+/// Identity without a commissions service to ask. It never assumes a team holds no rewards:
+/// deleting a team is refused (FAILED_PRECONDITION) until `TANDEM_COMMISSIONS_URL` is set.
+pub struct NoLedger;
 
 #[async_trait]
-impl RewardsLedger for NoRewardsLedger {
-    async fn team_holds_rewards(&self, _team_id: &str) -> anyhow::Result<bool> {
-        Ok(false)
+impl RewardsLedger for NoLedger {
+    async fn team_holds_rewards(&self, _team_id: &str) -> Result<bool, LedgerError> {
+        Err(LedgerError::Unconfigured)
+    }
+}
+
+/// The service principal identity acts as towards other services.
+pub const SERVICE_NAME: &str = "identity";
+
+/// Identity's own tokens as the service principal `svc:identity`, signed with its key, short
+/// lived, and signed again a minute before they expire.
+pub struct ServiceTokens {
+    key: SigningKeyPair,
+    current: Mutex<Option<(String, i64)>>,
+}
+
+impl ServiceTokens {
+    /// How long a service token lives, in seconds.
+    pub const TTL_SECS: i64 = 300;
+    const RENEW_BEFORE_SECS: i64 = 60;
+
+    pub fn new(key: SigningKeyPair) -> Self {
+        Self { key, current: Mutex::new(None) }
+    }
+
+    /// A token valid for at least another minute.
+    pub fn token(&self) -> anyhow::Result<String> {
+        let now = now_micros() / MICROS_PER_SECOND;
+        let mut current = self.current.lock().expect("service token");
+        if let Some((token, exp)) = current.as_ref()
+            && now + Self::RENEW_BEFORE_SECS < *exp
+        {
+            return Ok(token.clone());
+        }
+        let token = self.key.sign_service(SERVICE_NAME, now, Self::TTL_SECS)?;
+        *current = Some((token.clone(), now + Self::TTL_SECS));
+        Ok(token)
+    }
+}
+
+/// Commissions' `RewardService/CheckTeamRewards` at `TANDEM_COMMISSIONS_URL`, asked as the
+/// service principal `svc:identity` (the RPC is for staff and identity only).
+pub struct CommissionsLedger {
+    peer: Peer,
+    tokens: ServiceTokens,
+}
+
+impl CommissionsLedger {
+    /// Connects lazily: commissions may start after identity.
+    pub fn connect(url: &str, key: SigningKeyPair) -> Result<Self, PeerError> {
+        Ok(Self::new(Peer::connect("commissions", url)?, key))
+    }
+
+    pub fn new(peer: Peer, key: SigningKeyPair) -> Self {
+        Self { peer, tokens: ServiceTokens::new(key) }
+    }
+}
+
+#[async_trait]
+impl RewardsLedger for CommissionsLedger {
+    async fn team_holds_rewards(&self, team_id: &str) -> Result<bool, LedgerError> {
+        let token =
+            self.tokens.token().map_err(|e| LedgerError::Unavailable(format!("service token: {e}")))?;
+        let message = CheckTeamRewardsRequest { team_id: team_id.to_owned() };
+        match self
+            .peer
+            .call(Some(&token), message, |channel, request| async move {
+                RewardServiceClient::new(channel).check_team_rewards(request).await
+            })
+            .await
+        {
+            Ok(response) => Ok(response.holds_rewards),
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "commissions did not say whether the team holds rewards");
+                Err(LedgerError::Unavailable(format!("{:?}: {}", status.code(), status.message())))
+            }
+        }
     }
 }
 

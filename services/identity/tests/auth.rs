@@ -32,6 +32,7 @@ fn claims(sub: &str, iat: i64, exp: i64) -> Claims {
         exp,
         jti: "tok_test".into(),
         staff: None,
+        svc: None,
     }
 }
 
@@ -202,6 +203,15 @@ async fn forged_tokens_are_refused(db: TestDb) {
         app.sign(&Claims { aud: "other".into(), ..claims(&ann.user_id, now, now + 60) }),
     ));
     forged.push(("unknown user", app.sign(&claims("user_0190b2c4e5f67a8b9c0d1e2f3a4b5c6d", now, now + 60))));
+    // Identity's own service principal is for other services, and a user cannot pose as one.
+    forged.push((
+        "service principal",
+        app.sign(&Claims { svc: Some("identity".into()), ..claims("svc:identity", now, now + 60) }),
+    ));
+    forged.push((
+        "user with a service claim",
+        app.sign(&Claims { svc: Some("identity".into()), ..claims(&ann.user_id, now, now + 60) }),
+    ));
     // Another Ed25519 key claiming the server's key id.
     let other = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let fresh = claims(&ann.user_id, now, now + 60);

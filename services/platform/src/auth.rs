@@ -1,6 +1,13 @@
 //! Authentication: access tokens are EdDSA-signed JWTs issued by identity. Every service
 //! verifies them with identity's public keys (its JWKS), pinned to EdDSA, with issuer, audience
 //! and expiry checked. The verified caller goes into the request's extensions.
+//!
+//! A token names a user, or a service (a *service principal*: `sub` = `svc:<service>` and the
+//! `svc` claim naming the service). Only identity signs, so only identity can be a service
+//! principal; it gives itself short-lived tokens to ask other services what only services may
+//! ask (commissions' `CheckTeamRewards`). A service principal is a member of no team and no
+//! staff: [`caller`] refuses it, so a service token is good only for the few RPCs that take it
+//! explicitly through [`caller_or_service`].
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -14,6 +21,13 @@ use crate::error::ApiError;
 
 pub const ISSUER: &str = "tandem-identity";
 pub const AUDIENCE: &str = "tandem";
+/// The `sub` of a service principal's token starts with this; user ids never do.
+pub const SERVICE_SUBJECT_PREFIX: &str = "svc:";
+
+/// The `sub` of a token issued to `service`.
+pub fn service_subject(service: &str) -> String {
+    format!("{SERVICE_SUBJECT_PREFIX}{service}")
+}
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,6 +43,9 @@ pub struct Claims {
     /// The staff role's name (`STAFF_ROLE_ADMIN`, …) for vendor staff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staff: Option<String>,
+    /// The service's name (`identity`) when the token was issued to a service, not a user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svc: Option<String>,
 }
 
 /// Who is calling, as a verified token says.
@@ -41,6 +58,9 @@ pub struct Caller {
     /// The bearer token the caller presented, forwarded when a service asks identity on the
     /// caller's behalf. Never logged.
     pub token: Option<Arc<str>>,
+    /// The service when the caller is a service principal (then `user_id` is `svc:<service>`
+    /// and `staff_role` is `None`).
+    pub service: Option<String>,
 }
 
 impl std::fmt::Debug for Caller {
@@ -49,13 +69,30 @@ impl std::fmt::Debug for Caller {
             .field("user_id", &self.user_id)
             .field("staff_role", &self.staff_role)
             .field("issued_at", &self.issued_at)
+            .field("service", &self.service)
             .finish_non_exhaustive()
     }
 }
 
 impl Caller {
-    pub fn from_claims(claims: &Claims) -> Self {
-        Self {
+    /// The caller verified claims name. A token whose claims do not hold together is refused:
+    /// a service principal's `sub` must be `svc:<its svc claim>` and it holds no staff role; a
+    /// user's `sub` never starts with `svc:`.
+    pub fn from_claims(claims: &Claims) -> Result<Self, AuthError> {
+        let service = match &claims.svc {
+            Some(service) => {
+                let well_formed = !service.is_empty() && service.bytes().all(|b| b.is_ascii_lowercase());
+                if !well_formed || claims.sub != service_subject(service) || claims.staff.is_some() {
+                    return Err(AuthError::Invalid("malformed service principal".into()));
+                }
+                Some(service.clone())
+            }
+            None if claims.sub.starts_with(SERVICE_SUBJECT_PREFIX) => {
+                return Err(AuthError::Invalid("a user token cannot name a service".into()));
+            }
+            None => None,
+        };
+        Ok(Self {
             user_id: claims.sub.clone(),
             staff_role: claims
                 .staff
@@ -64,11 +101,22 @@ impl Caller {
                 .filter(|r| *r != StaffRole::Unspecified),
             issued_at: claims.iat,
             token: None,
-        }
+            service,
+        })
     }
 
     pub fn is_staff(&self) -> bool {
         self.staff_role.is_some()
+    }
+
+    /// Whether the caller is a service, not a user.
+    pub fn is_service_principal(&self) -> bool {
+        self.service.is_some()
+    }
+
+    /// Whether the caller is the service `name`.
+    pub fn is_service(&self, name: &str) -> bool {
+        self.service.as_deref() == Some(name)
     }
 
     pub fn has_staff_role(&self, roles: &[StaffRole]) -> bool {
@@ -170,21 +218,33 @@ impl JwtVerifier {
 #[async_trait]
 impl Authenticator for JwtVerifier {
     async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
-        Ok(Caller::from_claims(&self.verify(token).await?))
+        Caller::from_claims(&self.verify(token).await?)
     }
 }
 
-/// The verified caller of a request, or UNAUTHENTICATED.
+/// The verified user calling, or UNAUTHENTICATED; a service principal is refused with
+/// PERMISSION_DENIED (it acts only through the RPCs that take [`caller_or_service`]).
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, ApiError> {
+    let caller = caller_or_service(request)?;
+    if caller.is_service_principal() {
+        return Err(ApiError::PermissionDenied("a service token is not accepted here".into()));
+    }
+    Ok(caller)
+}
+
+/// The verified caller, a user or a service principal, or UNAUTHENTICATED. Only for the RPCs
+/// that serve services; they check which service it is.
+pub fn caller_or_service<T>(request: &tonic::Request<T>) -> Result<&Caller, ApiError> {
     request
         .extensions()
         .get::<Caller>()
         .ok_or_else(|| ApiError::Unauthenticated("a bearer access token is required".into()))
 }
 
-/// The caller when the request carries a token; `None` for anonymous requests.
+/// The user calling when the request carries a user's token; `None` for anonymous requests
+/// (and for a service principal, which is no user).
 pub fn optional_caller<T>(request: &tonic::Request<T>) -> Option<&Caller> {
-    request.extensions().get::<Caller>()
+    request.extensions().get::<Caller>().filter(|c| !c.is_service_principal())
 }
 
 /// Identity's answer to "may this caller do this on this team?", as every service asks it
@@ -198,4 +258,79 @@ pub trait Permissions: Send + Sync + 'static {
         team_id: &str,
         permission: tandem_proto::identity::v1::Permission,
     ) -> Result<bool, ApiError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, staff: Option<&str>, svc: Option<&str>) -> Claims {
+        Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: sub.into(),
+            iat: 1,
+            exp: 2,
+            jti: "tok_1".into(),
+            staff: staff.map(str::to_owned),
+            svc: svc.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_service_principal_is_neither_user_nor_staff() {
+        let c = Caller::from_claims(&claims("svc:identity", None, Some("identity"))).unwrap();
+        assert!(c.is_service_principal() && c.is_service("identity"));
+        assert!(!c.is_service("commissions"));
+        assert!(!c.is_staff());
+        assert_eq!(c.user_id, "svc:identity");
+    }
+
+    #[test]
+    fn users_are_not_services() {
+        let c = Caller::from_claims(&claims("user_1", Some("STAFF_ROLE_ADMIN"), None)).unwrap();
+        assert!(!c.is_service_principal() && !c.is_service("identity"));
+        assert!(c.is_staff());
+    }
+
+    #[test]
+    fn incoherent_principals_are_refused() {
+        for (sub, staff, svc) in [
+            // A service claim with another subject.
+            ("user_1", None, Some("identity")),
+            ("svc:commissions", None, Some("identity")),
+            // A service holding a staff role.
+            ("svc:identity", Some("STAFF_ROLE_ADMIN"), Some("identity")),
+            // A service subject without the claim.
+            ("svc:identity", None, None),
+            // Malformed service names.
+            ("svc:", None, Some("")),
+            ("svc:Identity", None, Some("Identity")),
+        ] {
+            assert!(
+                matches!(Caller::from_claims(&claims(sub, staff, svc)), Err(AuthError::Invalid(_))),
+                "{sub} {staff:?} {svc:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_service_rpcs_see_a_service_principal() {
+        let service = Caller::from_claims(&claims("svc:identity", None, Some("identity"))).unwrap();
+        let mut request = tonic::Request::new(());
+        request.extensions_mut().insert(service);
+        assert!(matches!(caller(&request), Err(ApiError::PermissionDenied(_))));
+        assert!(optional_caller(&request).is_none());
+        assert!(caller_or_service(&request).unwrap().is_service("identity"));
+
+        let user = Caller::from_claims(&claims("user_1", None, None)).unwrap();
+        let mut request = tonic::Request::new(());
+        request.extensions_mut().insert(user);
+        assert_eq!(caller(&request).unwrap().user_id, "user_1");
+        assert!(optional_caller(&request).is_some());
+
+        let anonymous = tonic::Request::new(());
+        assert!(matches!(caller(&anonymous), Err(ApiError::Unauthenticated(_))));
+        assert!(matches!(caller_or_service(&anonymous), Err(ApiError::Unauthenticated(_))));
+    }
 }

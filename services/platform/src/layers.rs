@@ -158,8 +158,9 @@ impl Around for Deadline {
         let client =
             req.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
         let limit = client.map_or(self.limit, |c| c.min(self.limit));
+        let until = Instant::now() + limit;
         Box::pin(async move {
-            match tokio::time::timeout(limit, inner.call(req)).await {
+            match tokio::time::timeout(limit, with_deadline(until, inner.call(req))).await {
                 Ok(response) => response,
                 Err(_) => Ok(reply(crate::error::status(
                     tonic::Code::DeadlineExceeded,
@@ -170,6 +171,21 @@ impl Around for Deadline {
             }
         })
     }
+}
+
+tokio::task_local! {
+    static DEADLINE: Instant;
+}
+
+/// Runs `work` with `deadline` as the request's deadline: calls to peers made inside it end
+/// by then (see [`crate::peers::Peer::call`]).
+pub async fn with_deadline<F: std::future::Future>(deadline: Instant, work: F) -> F::Output {
+    DEADLINE.scope(deadline, work).await
+}
+
+/// The deadline of the request being served, if any.
+pub fn current_deadline() -> Option<Instant> {
+    DEADLINE.try_with(|d| *d).ok()
 }
 
 // --- authentication ----------------------------------------------------------------------
@@ -459,6 +475,22 @@ mod tests {
         let late = svc.clone().oneshot(Request::new(())).await.unwrap();
         assert_eq!(grpc_status(&late), Some("4"));
 
+        // The handler sees the request's deadline, for the calls it makes to peers.
+        let seen = tower::util::BoxCloneService::new(service_fn(|_: Request<()>| async {
+            let mut response = Response::new(());
+            if let Some(d) = current_deadline() {
+                let left = d.saturating_duration_since(Instant::now()).as_millis().to_string();
+                response.headers_mut().insert("x-left-ms", left.parse().unwrap());
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }));
+        let mut req = Request::new(());
+        req.headers_mut().insert("grpc-timeout", "800m".parse().unwrap());
+        let answered = deadline(Duration::from_secs(5)).layer(seen).oneshot(req).await.unwrap();
+        let left: u64 = answered.headers()["x-left-ms"].to_str().unwrap().parse().unwrap();
+        assert!((700..=800).contains(&left), "{left}");
+        assert!(current_deadline().is_none(), "outside a request there is none");
+
         let svc = deadline(Duration::from_secs(5)).layer(slow(Duration::from_millis(300)));
         let mut req = Request::new(());
         req.headers_mut().insert("grpc-timeout", "20m".parse().unwrap());
@@ -473,7 +505,13 @@ mod tests {
     impl Authenticator for OneToken {
         async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
             if token == "good" {
-                Ok(Caller { user_id: "user_1".into(), staff_role: None, issued_at: 0, token: None })
+                Ok(Caller {
+                    user_id: "user_1".into(),
+                    staff_role: None,
+                    issued_at: 0,
+                    token: None,
+                    service: None,
+                })
             } else {
                 Err(AuthError::Invalid("bad".into()))
             }

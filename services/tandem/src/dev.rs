@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use tandem_commissions::{Commissions, DnsTxt, TeamRewards};
 use tandem_deals::{Deals, Directory, UserInfo};
 use tandem_identity::{
-    Identity, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair, ports::RewardsLedger,
+    Identity, MailSettings, Ports, Settings,
+    domain::secrets::SigningKeyPair,
+    ports::{LedgerError, RewardsLedger},
 };
 use tandem_platform::{
     ApiError,
@@ -51,7 +53,8 @@ pub struct DevArgs {
     pub mail: MailSettings,
 }
 
-/// Identity answering deals' questions about users and enrolments in process.
+/// Identity answering deals' questions about enrolments, and about the users deals' copy of
+/// identity's members has never heard of, in process.
 struct IdentityDirectory(Arc<Identity>);
 
 fn api_error(err: tandem_identity::error::IdentityError) -> ApiError {
@@ -100,8 +103,8 @@ struct CommissionsRewards(TeamRewards);
 
 #[async_trait]
 impl RewardsLedger for CommissionsRewards {
-    async fn team_holds_rewards(&self, team_id: &str) -> anyhow::Result<bool> {
-        self.0.holds_rewards(team_id).await.map_err(|e| anyhow::anyhow!("{e}"))
+    async fn team_holds_rewards(&self, team_id: &str) -> Result<bool, LedgerError> {
+        self.0.holds_rewards(team_id).await.map_err(|e| LedgerError::Unavailable(e.to_string()))
     }
 }
 
@@ -134,6 +137,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // Migrate before serving: on an existing data directory this is a few milliseconds.
     tandem_platform::server::Readiness::check(identity_migrated.as_ref()).await?;
     identity.subscribe(bus.as_ref()).await?;
+    // Deals keeps its copy of identity's members from identity's events: subscribed before
+    // identity's relay publishes anything.
+    let deals_db = sqlite(&args.data_dir, "deals")?;
+    let deals_migrated = MigratedDb::new(deals_db.clone(), tandem_deals::MIGRATIONS);
+    tandem_platform::server::Readiness::check(deals_migrated.as_ref()).await?;
+    bus.subscribe(
+        tandem_deals::directory::IDENTITY_STREAM,
+        tandem_deals::directory::DIRECTORY_CONSUMER,
+        tandem_deals::directory::DirectoryCopy::new(deals_db.clone()),
+    )
+    .await?;
     tokio::spawn(identity_relay.run(stopped()));
 
     // tiers: identity answers its permission checks in process; won deals reach it from the
@@ -162,9 +176,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::spawn(commissions_relay.run(stopped()));
     tokio::spawn(commissions.clone().run_releases(tandem_commissions::RELEASE_INTERVAL, stopped()));
 
-    // deals: identity answers its permission checks and user questions in process; its
-    // `DealClosed` events reach tiers, its notification requests identity's inbox.
-    let deals_db = sqlite(&args.data_dir, "deals")?;
+    // deals: identity answers its permission checks in process, and the user questions its
+    // copy of identity's members cannot (users it never heard of); its `DealClosed` events
+    // reach tiers, its notification requests identity's inbox.
     let deals_relay = OutboxRelay::new(deals_db.clone(), bus.clone());
     let deals = Deals::new(
         deals_db.clone(),
@@ -173,8 +187,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         deals_relay.waker(),
         tandem_deals::Settings::default(),
     );
-    let deals_migrated = MigratedDb::new(deals_db.clone(), tandem_deals::MIGRATIONS);
-    tandem_platform::server::Readiness::check(deals_migrated.as_ref()).await?;
     tokio::spawn(deals_relay.run(stopped()));
     tokio::spawn(deals.clone().run_expiry(Duration::from_secs(60), stopped()));
 

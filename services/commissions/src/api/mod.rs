@@ -9,7 +9,9 @@
 //!   admin, finance, and members when the team shows rewards);
 //! - withdrawals: `PERMISSION_REWARDS_WITHDRAW` (owner and finance), never staff;
 //! - vendor staff act on every team's customers and read every team's rewards, and alone define
-//!   plans, batch and pay payouts and ask whether a team holds rewards.
+//!   plans and batch and pay payouts;
+//! - whether a team holds rewards (`CheckTeamRewards`) is asked by staff and by identity's
+//!   service principal (before it deletes a team); no other service token is taken anywhere.
 //!
 //! A caller who may see the team but not do the thing gets PERMISSION_DENIED; one who may not
 //! even see it gets NOT_FOUND, as if the team (or customer, or payment) did not exist.
@@ -64,9 +66,8 @@ pub fn services(commissions: &Arc<Commissions>, max_message_bytes: usize) -> Ser
 }
 
 pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Caller> {
-    tandem_platform::auth::caller(request)
-        .cloned()
-        .map_err(|_| CommissionsError::Unauthenticated("a bearer access token is required"))
+    // UNAUTHENTICATED without a token; PERMISSION_DENIED for a service principal.
+    tandem_platform::auth::caller(request).cloned().map_err(CommissionsError::Api)
 }
 
 /// Only vendor staff may do this.

@@ -35,6 +35,8 @@ grpc! {
 }
 
 const WITHDRAWAL_SCOPE: &str = "commissions.RequestWithdrawal";
+/// The service principal that may ask `CheckTeamRewards` besides staff.
+const IDENTITY_SERVICE: &str = "identity";
 
 fn currency_field(v: &mut Validator, currency: &str) {
     v.check(
@@ -171,7 +173,12 @@ impl CommissionsApi {
         &self,
         request: Request<pb::CheckTeamRewardsRequest>,
     ) -> Result<pb::CheckTeamRewardsResponse> {
-        require_staff(&caller(&request)?, "only vendor staff and services ask whether a team holds rewards")?;
+        // Identity asks as its service principal before deleting a team; staff may ask too.
+        let caller =
+            tandem_platform::auth::caller_or_service(&request).cloned().map_err(CommissionsError::Api)?;
+        if !caller.is_service(IDENTITY_SERVICE) {
+            require_staff(&caller, "only vendor staff and identity ask whether a team holds rewards")?;
+        }
         let pb::CheckTeamRewardsRequest { team_id } = request.into_inner();
         Validator::new().id("team_id", "team", &team_id).finish()?;
         Ok(pb::CheckTeamRewardsResponse { holds_rewards: self.team_holds_rewards(&team_id).await? })

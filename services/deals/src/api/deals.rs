@@ -506,7 +506,7 @@ impl DealsApi {
         if is_closed(&deal) {
             return Err(closed_error());
         }
-        let user = self.directory.user(&caller, &user_id).await?.ok_or(DealsError::NotFound("user"))?;
+        let user = self.user_seen_by(&caller, &user_id).await?.ok_or(DealsError::NotFound("user"))?;
         if !user.active {
             return Err(DealsError::rule(ErrorReason::UserInactive, "the user is deactivated"));
         }

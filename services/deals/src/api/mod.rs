@@ -57,9 +57,8 @@ pub fn services(deals: &Arc<Deals>, max_message_bytes: usize) -> ServiceSet {
 }
 
 pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Caller> {
-    tandem_platform::auth::caller(request)
-        .cloned()
-        .map_err(|_| DealsError::Unauthenticated("a bearer access token is required"))
+    // UNAUTHENTICATED without a token; PERMISSION_DENIED for a service principal.
+    tandem_platform::auth::caller(request).cloned().map_err(DealsError::Api)
 }
 
 /// Only vendor staff may do this.

@@ -664,3 +664,4 @@ pub async fn delete_deal_team_member(c: &mut Conn, deal_id: &str, user_id: &str)
         .rows_affected()
         == 1)
 }
+pub mod directory;

@@ -59,9 +59,8 @@ pub fn services(identity: &Arc<Identity>, max_message_bytes: usize) -> ServiceSe
 }
 
 pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Caller> {
-    tandem_platform::auth::caller(request)
-        .cloned()
-        .map_err(|_| IdentityError::Unauthenticated("a bearer access token is required"))
+    // UNAUTHENTICATED without a token; PERMISSION_DENIED for a service principal.
+    tandem_platform::auth::caller(request).cloned().map_err(IdentityError::Api)
 }
 
 /// A team id from outside: validated before any lookup.

@@ -20,6 +20,7 @@ use crate::{
         teams::{DeletionRefusal, may_delete_team},
     },
     error::{IdentityError, Result},
+    ports::LedgerError,
     store,
 };
 
@@ -169,7 +170,13 @@ impl IdentityApi {
             .rewards
             .team_holds_rewards(&id)
             .await
-            .map_err(|e| IdentityError::Unavailable(format!("rewards ledger: {e:#}")))?;
+            .map_err(|e| match e {
+                LedgerError::Unconfigured => IdentityError::rule(
+                    ErrorReason::RewardsLedgerUnconfigured,
+                    "teams cannot be deleted: no commissions service is configured to tell whether the team holds rewards",
+                ),
+                LedgerError::Unavailable(m) => IdentityError::Unavailable(format!("rewards ledger: {m}")),
+            })?;
         let mut tx = self.db.begin().await?;
         let team = store::team(&mut tx, &id).await?.ok_or(IdentityError::NotFound("team"))?;
         let others = store::count_other_members(&mut tx, &id, &team.owner_user_id).await?;

@@ -13,7 +13,7 @@ use ed25519_dalek::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use tandem_platform::auth::{AUDIENCE, Claims, ISSUER};
+use tandem_platform::auth::{AUDIENCE, Claims, ISSUER, service_subject};
 use tandem_proto::identity::v1::Jwk;
 
 /// A new random token: 32 bytes, base64url.
@@ -41,6 +41,7 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 }
 
 /// The key that signs access tokens, with its published half.
+#[derive(Clone)]
 pub struct SigningKeyPair {
     kid: String,
     encoding: EncodingKey,
@@ -97,7 +98,7 @@ impl SigningKeyPair {
         now_secs: i64,
         ttl_secs: i64,
     ) -> anyhow::Result<String> {
-        let claims = Claims {
+        self.encode(&Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             sub: user_id.into(),
@@ -105,10 +106,29 @@ impl SigningKeyPair {
             exp: now_secs + ttl_secs,
             jti: tandem_platform::ids::new_id("tok"),
             staff: staff_role.map(str::to_owned),
-        };
+            svc: None,
+        })
+    }
+
+    /// Signs a token for the service principal `service` (`sub` = `svc:<service>`), valid
+    /// `ttl_secs` from `now_secs`. Only identity holds the key, so only identity has one.
+    pub fn sign_service(&self, service: &str, now_secs: i64, ttl_secs: i64) -> anyhow::Result<String> {
+        self.encode(&Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: service_subject(service),
+            iat: now_secs,
+            exp: now_secs + ttl_secs,
+            jti: tandem_platform::ids::new_id("tok"),
+            staff: None,
+            svc: Some(service.to_owned()),
+        })
+    }
+
+    fn encode(&self, claims: &Claims) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        Ok(jsonwebtoken::encode(&header, &claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
 }
 
@@ -153,6 +173,22 @@ mod tests {
         assert!(verifier.verify(&foreign).await.is_err(), "a token of another key");
         let expired = key.sign("user_1", None, now - 3600, 60).unwrap();
         assert!(verifier.verify(&expired).await.is_err(), "an expired token");
+    }
+
+    #[tokio::test]
+    async fn service_tokens_name_a_service_principal() {
+        use tandem_platform::auth::{Authenticator, Caller};
+        let key = SigningKeyPair::generate();
+        let verifier = JwtVerifier::new(Arc::new(KeySet::from_jwks(&[key.jwk().clone()]).unwrap()));
+        let now = tandem_platform::time::now_micros() / 1_000_000;
+        let token = key.sign_service("identity", now, 60).unwrap();
+        let caller: Caller = verifier.authenticate(&token).await.unwrap();
+        assert!(caller.is_service("identity"));
+        assert!(!caller.is_staff());
+        assert_eq!(caller.user_id, "svc:identity");
+        // A user token never is one.
+        let user = verifier.authenticate(&key.sign("user_1", None, now, 60).unwrap()).await.unwrap();
+        assert!(!user.is_service_principal());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tandem_identity::{
     Identity, MIGRATIONS, Ports, Settings,
     domain::secrets::SigningKeyPair,
-    ports::{Email, RecordingMailer, RewardsLedger, StaticTxt},
+    ports::{Email, LedgerError, RecordingMailer, RewardsLedger, StaticTxt},
 };
 use tandem_platform::{
     auth::Claims,
@@ -66,7 +66,7 @@ impl FakeRewards {
 
 #[async_trait]
 impl RewardsLedger for FakeRewards {
-    async fn team_holds_rewards(&self, _team_id: &str) -> anyhow::Result<bool> {
+    async fn team_holds_rewards(&self, _team_id: &str) -> Result<bool, LedgerError> {
         Ok(self.holds.load(Ordering::SeqCst))
     }
 }

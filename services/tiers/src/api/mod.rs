@@ -51,9 +51,8 @@ pub fn services(tiers: &Arc<Tiers>, max_message_bytes: usize) -> ServiceSet {
 }
 
 pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Caller> {
-    tandem_platform::auth::caller(request)
-        .cloned()
-        .map_err(|_| TiersError::Unauthenticated("a bearer access token is required"))
+    // UNAUTHENTICATED without a token; PERMISSION_DENIED for a service principal.
+    tandem_platform::auth::caller(request).cloned().map_err(TiersError::Api)
 }
 
 /// Only vendor staff may do this.
