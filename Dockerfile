@@ -29,14 +29,16 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 # ---- builder: dependencies from the recipe, then the service --------------------------
 FROM chef AS builder
-ARG SERVICE
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY --from=planner /src/recipe.json recipe.json
+# The whole workspace's dependencies, before SERVICE is declared: the layer is the same for
+# the four images, so building all of them (skaffold) compiles the dependencies once.
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+ARG SERVICE
 RUN case "${SERVICE}" in \
       identity|deals|tiers|commissions) ;; \
       *) echo "--build-arg SERVICE must be identity, deals, tiers or commissions (got '${SERVICE}')" >&2; exit 1 ;; \
     esac
-COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json --package "tandem-${SERVICE}"
 COPY . .
 # COPY keeps the sources' modification times, which are older than the placeholders cook
 # compiled; touch them so cargo rebuilds the workspace crates and reruns proto/build.rs
