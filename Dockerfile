@@ -6,8 +6,9 @@
 #
 # SERVICE is identity, deals, tiers or commissions and selects the binary tandem-$SERVICE.
 # Dependencies are compiled in their own layer (cargo-chef), so an edit to the services'
-# code rebuilds only the workspace crates. The runtime image is distroless (glibc, CA
-# certificates, no shell, no package manager) and runs as the non-root user 65532.
+# code rebuilds only the workspace crates; the build layers are shared by the four images.
+# The runtime image is distroless (glibc, CA certificates, no shell, no package manager)
+# and runs as the non-root user 65532.
 
 ARG RUST_VERSION=1.95
 ARG CARGO_CHEF_VERSION=0.1.78
@@ -27,24 +28,29 @@ FROM chef AS planner
 COPY . .
 RUN cargo chef prepare --recipe-path recipe.json
 
-# ---- builder: dependencies from the recipe, then the service --------------------------
+# ---- builder: dependencies from the recipe, then the four services -------------------
+# The four binaries are built together, before SERVICE is declared (a build argument
+# invalidates every RUN after it): cook and build then resolve the same features, and
+# both layers are the same for all four images, so building them all (skaffold) compiles
+# once. SERVICE only picks the binary.
 FROM chef AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PACKAGES="-p tandem-identity -p tandem-deals -p tandem-tiers -p tandem-commissions"
 COPY --from=planner /src/recipe.json recipe.json
-# The whole workspace's dependencies, before SERVICE is declared: the layer is the same for
-# the four images, so building all of them (skaffold) compiles the dependencies once.
-RUN cargo chef cook --release --locked --recipe-path recipe.json
-ARG SERVICE
-RUN case "${SERVICE}" in \
-      identity|deals|tiers|commissions) ;; \
-      *) echo "--build-arg SERVICE must be identity, deals, tiers or commissions (got '${SERVICE}')" >&2; exit 1 ;; \
-    esac
+# hadolint ignore=SC2086
+RUN cargo chef cook --release --locked --recipe-path recipe.json ${PACKAGES}
 COPY . .
 # COPY keeps the sources' modification times, which are older than the placeholders cook
 # compiled; touch them so cargo rebuilds the workspace crates and reruns proto/build.rs
 # (protox, pure Rust: no protoc needed).
+# hadolint ignore=SC2086
 RUN find proto services -type f -exec touch {} + \
- && cargo build --release --locked --package "tandem-${SERVICE}" --bin "tandem-${SERVICE}" \
+ && cargo build --release --locked ${PACKAGES}
+ARG SERVICE
+RUN case "${SERVICE}" in \
+      identity|deals|tiers|commissions) ;; \
+      *) echo "--build-arg SERVICE must be identity, deals, tiers or commissions (got '${SERVICE}')" >&2; exit 1 ;; \
+    esac \
  && mkdir -p /out/bin \
  && cp "target/release/tandem-${SERVICE}" /out/bin/ \
  && ln -s "tandem-${SERVICE}" /out/bin/tandem-service
