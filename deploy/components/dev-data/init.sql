@@ -1,0 +1,5 @@
+-- One database per service, as in production.
+CREATE DATABASE identity;
+CREATE DATABASE deals;
+CREATE DATABASE tiers;
+CREATE DATABASE commissions;
