@@ -13,7 +13,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     auth::Authenticator,
     db::Db,
-    layers::{authenticate, deadline, shed, trace},
+    layers::{authenticate, deadline, invalid_bodies, rate_limit, shed, trace},
 };
 
 #[derive(Clone, Debug)]
@@ -23,6 +23,10 @@ pub struct ServerOptions {
     pub max_concurrent_requests: usize,
     pub max_message_bytes: usize,
     pub shutdown_grace: Duration,
+    /// Requests a second per caller (user, or address when anonymous); 0 turns it off.
+    pub rate_limit_per_second: f64,
+    /// Requests a caller may send at once before the rate applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ServerOptions {
@@ -33,6 +37,8 @@ impl Default for ServerOptions {
             max_concurrent_requests: 512,
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(20),
+            rate_limit_per_second: 100.0,
+            rate_limit_burst: 400,
         }
     }
 }
@@ -191,9 +197,11 @@ impl Server {
 
         let layers = tower::ServiceBuilder::new()
             .layer(trace())
+            .layer(invalid_bodies())
             .layer(shed(options.max_concurrent_requests))
             .layer(deadline(options.request_timeout))
-            .layer(authenticate(authenticator));
+            .layer(authenticate(authenticator))
+            .layer(rate_limit(options.rate_limit_per_second, options.rate_limit_burst));
 
         let names = services.names.clone();
         let shutdown = {

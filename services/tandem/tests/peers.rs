@@ -26,7 +26,11 @@ async fn a_peer_verifies_identity_tokens_and_asks_permissions_with_the_callers_t
         txt: Arc::new(ports::StaticTxt::default()),
         rewards: Arc::new(ports::NoRewardsLedger),
     };
-    let settings = Settings { signing_key: SigningKeyPair::generate(), link_base: "http://localhost".into() };
+    let settings = Settings {
+        signing_key: SigningKeyPair::generate(),
+        previous_keys: Vec::new(),
+        link_base: "http://localhost".into(),
+    };
     let (identity, _relay) =
         Identity::start(db.clone(), settings, ports, Arc::new(InProcessBus::default())).await.unwrap();
     let migrated = MigratedDb::new(db, tandem_identity::MIGRATIONS);
@@ -110,7 +114,11 @@ async fn deals_learns_users_and_enrolments_from_identity_with_the_callers_token(
         txt: Arc::new(ports::StaticTxt::default()),
         rewards: Arc::new(ports::NoRewardsLedger),
     };
-    let settings = Settings { signing_key: SigningKeyPair::generate(), link_base: "http://localhost".into() };
+    let settings = Settings {
+        signing_key: SigningKeyPair::generate(),
+        previous_keys: Vec::new(),
+        link_base: "http://localhost".into(),
+    };
     let (identity, _relay) =
         Identity::start(db.clone(), settings, ports, Arc::new(InProcessBus::default())).await.unwrap();
     let migrated = MigratedDb::new(db, tandem_identity::MIGRATIONS);
