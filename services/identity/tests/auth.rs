@@ -400,5 +400,8 @@ async fn signing_key_rotation_logs_nobody_out(db: TestDb) {
     let stranger = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
     let now = now_secs();
     let forged = sign_eddsa(&stranger, Some(old_kid), &claims(&ann.user_id, now, now + 60));
-    app.teams().list_teams(bearer(&forged, pb::ListTeamsRequest::default())).await.fails(Code::Unauthenticated);
+    app.teams()
+        .list_teams(bearer(&forged, pb::ListTeamsRequest::default()))
+        .await
+        .fails(Code::Unauthenticated);
 }

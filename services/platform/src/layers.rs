@@ -345,7 +345,8 @@ impl Around for InvalidBodies {
         Box::pin(async move {
             let response = inner.call(req).await?;
             let undecodable = Status::from_header_map(response.headers()).is_some_and(|s| {
-                s.code() == tonic::Code::Internal && s.message().starts_with("failed to decode Protobuf message")
+                s.code() == tonic::Code::Internal
+                    && s.message().starts_with("failed to decode Protobuf message")
             });
             if undecodable {
                 return Ok(reply(
@@ -524,10 +525,7 @@ mod tests {
         let status = Status::from_header_map(refused.headers()).unwrap();
         let retry = status.get_details_retry_info().expect("a RetryInfo detail").retry_delay.unwrap();
         assert!(retry > Duration::ZERO && retry <= Duration::from_millis(100), "{retry:?}");
-        assert_eq!(
-            status.get_details_error_info().map(|i| i.reason).as_deref(),
-            Some("OVERLOADED")
-        );
+        assert_eq!(status.get_details_error_info().map(|i| i.reason).as_deref(), Some("OVERLOADED"));
 
         // Another caller has its own bucket; anonymous callers share one per address.
         assert_eq!(grpc_status(&svc.clone().oneshot(as_user("bob")).await.unwrap()), None);

@@ -195,9 +195,8 @@ mod tests {
         let new = SigningKeyPair::generate();
         assert_ne!(old.jwk().kid, new.jwk().kid);
         let now = tandem_platform::time::now_micros() / 1_000_000;
-        let both = JwtVerifier::new(Arc::new(
-            KeySet::from_jwks(&[new.jwk().clone(), old.jwk().clone()]).unwrap(),
-        ));
+        let both =
+            JwtVerifier::new(Arc::new(KeySet::from_jwks(&[new.jwk().clone(), old.jwk().clone()]).unwrap()));
         for key in [&old, &new] {
             let token = key.sign("user_1", None, now, 60).unwrap();
             assert_eq!(both.verify(&token).await.unwrap().sub, "user_1");
