@@ -105,7 +105,8 @@ impl Deals {
         &self,
         bus: &dyn tandem_platform::bus::EventBus,
     ) -> std::result::Result<(), tandem_platform::bus::BusError> {
-        bus.subscribe(directory::IDENTITY_STREAM, directory::DIRECTORY_CONSUMER, self.directory_handler()).await
+        bus.subscribe(directory::IDENTITY_STREAM, directory::DIRECTORY_CONSUMER, self.directory_handler())
+            .await
     }
 
     /// Commits and wakes the outbox relay.

@@ -84,7 +84,11 @@ pub struct MailSettings {
 }
 
 pub struct Settings {
+    /// The key that signs new access tokens.
     pub signing_key: SigningKeyPair,
+    /// The public halves of keys that signed before a rotation: published and trusted beside
+    /// the current one, so the tokens they signed keep working until they expire.
+    pub previous_keys: Vec<tandem_proto::identity::v1::Jwk>,
     /// Where invitation and verification links point, e.g. `https://partners.example.com`.
     pub link_base: String,
 }
@@ -101,6 +105,8 @@ pub struct UserAccess {
 pub struct Identity {
     db: Db,
     keys: SigningKeyPair,
+    /// What `GetJwks` publishes: the current key first, then the previous ones.
+    jwks: Vec<tandem_proto::identity::v1::Jwk>,
     verifier: JwtVerifier,
     cache: AccessCache,
     ports: Ports,
@@ -111,9 +117,16 @@ pub struct Identity {
 impl Identity {
     /// `relay` is woken after each commit that wrote to the outbox.
     pub fn new(db: Db, settings: Settings, ports: Ports, relay: Arc<Notify>) -> anyhow::Result<Arc<Self>> {
-        let keys = Arc::new(KeySet::from_jwks(&[settings.signing_key.jwk().clone()])?);
+        let mut jwks = vec![settings.signing_key.jwk().clone()];
+        for key in settings.previous_keys {
+            if !jwks.iter().any(|k| k.kid == key.kid) {
+                jwks.push(key);
+            }
+        }
+        let keys = Arc::new(KeySet::from_jwks(&jwks)?);
         Ok(Arc::new(Self {
             db,
+            jwks,
             verifier: JwtVerifier::new(keys),
             keys: settings.signing_key,
             cache: AccessCache::default(),

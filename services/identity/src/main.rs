@@ -41,6 +41,10 @@ struct IdentityArgs {
     /// PEM (PKCS#8) Ed25519 private key that signs access tokens; an ephemeral key when unset.
     #[arg(long, env = "TANDEM_JWT_SIGNING_KEY_FILE")]
     jwt_signing_key_file: Option<std::path::PathBuf>,
+    /// PEM files (comma-separated) of keys that signed before a rotation, private or public:
+    /// published and trusted beside the current key until the tokens they signed expire.
+    #[arg(long, env = "TANDEM_JWT_PREVIOUS_KEY_FILES", value_delimiter = ',')]
+    jwt_previous_key_files: Vec<std::path::PathBuf>,
     /// The first staff admin, created at start-up when it does not exist.
     #[arg(long, env = "TANDEM_ADMIN_EMAIL")]
     admin_email: Option<String>,
@@ -84,6 +88,18 @@ fn signing_key(path: Option<&std::path::Path>) -> anyhow::Result<SigningKeyPair>
     }
 }
 
+fn previous_keys(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<tandem_proto::identity::v1::Jwk>> {
+    paths
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("previous signing key {}: {e}", path.display()))?;
+            tandem_identity::domain::secrets::previous_key_from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("previous signing key {}: {e}", path.display()))
+        })
+        .collect()
+}
+
 async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
     let common = args.common;
     let _telemetry = telemetry::init("tandem-identity", common.log_format, common.otel_endpoint.as_deref())?;
@@ -91,6 +107,7 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
     let bus = common.bus.connect()?;
     let settings = Settings {
         signing_key: signing_key(args.jwt_signing_key_file.as_deref())?,
+        previous_keys: previous_keys(&args.jwt_previous_key_files)?,
         link_base: args.public_url,
     };
     let mut ports = Ports::standard(&args.mail)?;

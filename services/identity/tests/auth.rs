@@ -13,6 +13,7 @@ use tandem_proto::identity::v1::{self as pb, StaffRole, TeamRole};
 use tonic::Code;
 
 backend_tests!(
+    signing_key_rotation_logs_nobody_out,
     sign_up_authenticate_refresh,
     forged_tokens_are_refused,
     deactivation_and_reactivation,
@@ -372,4 +373,45 @@ async fn concurrent_sign_ups_with_one_email(db: TestDb) {
     let teams = app.teams().list_teams(app.admin.req(pb::ListTeamsRequest::default())).await.must().teams;
     assert_eq!(teams.len(), 1);
     assert_eq!(teams[0].owner_user_id, winner.user_id);
+}
+
+/// A rotation: identity restarts signing with a new key and the old one configured as a
+/// previous key. Both are published; new tokens carry the new `kid`; every token and refresh
+/// token issued before keeps working.
+async fn signing_key_rotation_logs_nobody_out(db: TestDb) {
+    let app = TestApp::spawn(db).await;
+    let (_, _, ann) = app.sign_up("ann@example.com").await;
+    let old_kid = app.kid();
+    let before = jsonwebtoken::decode_header(&ann.access_token).unwrap();
+    assert_eq!(before.kid.as_deref(), Some(old_kid.as_str()));
+
+    let app = app.restart_with_new_key().await;
+    let new_kid = app.kid();
+    assert_ne!(new_kid, old_kid);
+    let kids: Vec<String> =
+        app.auth().get_jwks(pb::GetJwksRequest {}).await.must().keys.into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, vec![new_kid.clone(), old_kid.clone()], "the current key first, then the previous");
+
+    // The access token signed by the old key still verifies; so does the refresh token.
+    app.teams().list_teams(ann.req(pb::ListTeamsRequest::default())).await.must();
+    let refreshed = app
+        .auth()
+        .refresh_token(pb::RefreshTokenRequest { refresh_token: ann.refresh_token.clone() })
+        .await
+        .must();
+    let header = jsonwebtoken::decode_header(&refreshed.access_token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(new_kid.as_str()), "new tokens are signed with the new key");
+    app.teams().list_teams(bearer(&refreshed.access_token, pb::ListTeamsRequest::default())).await.must();
+    let fresh = app.login("ann@example.com", PASSWORD).await;
+    let header = jsonwebtoken::decode_header(&fresh.access_token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some(new_kid.as_str()));
+
+    // The old key only verifies: a token of an unknown key with the old kid is still refused.
+    let stranger = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    let now = now_secs();
+    let forged = sign_eddsa(&stranger, Some(old_kid), &claims(&ann.user_id, now, now + 60));
+    app.teams()
+        .list_teams(bearer(&forged, pb::ListTeamsRequest::default()))
+        .await
+        .fails(Code::Unauthenticated);
 }

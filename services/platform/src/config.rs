@@ -106,6 +106,13 @@ pub struct ServerArgs {
     /// How long in-flight RPCs may take to finish after SIGTERM, in milliseconds.
     #[arg(long, env = "TANDEM_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
     pub shutdown_grace_ms: u64,
+    /// Requests a second each caller (user, or address when anonymous) may send; 0 turns the
+    /// limit off. Past it: RESOURCE_EXHAUSTED with a RetryInfo.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_PER_SECOND", default_value_t = 100.0)]
+    pub rate_limit_per_second: f64,
+    /// Requests a caller may send in a burst before its rate applies.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_BURST", default_value_t = 400)]
+    pub rate_limit_burst: u32,
 }
 
 impl ServerArgs {
@@ -117,6 +124,8 @@ impl ServerArgs {
             max_message_bytes: self.max_message_bytes,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             admin_listen: None,
+            rate_limit_per_second: self.rate_limit_per_second,
+            rate_limit_burst: self.rate_limit_burst,
         }
     }
 }

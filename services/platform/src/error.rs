@@ -40,6 +40,9 @@ pub enum ApiError {
     FailedPrecondition { reason: ErrorReason, message: String },
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// The caller spent its rate; it may try again after the delay (sent as `RetryInfo`).
+    #[error("rate limited; retry after {0:?}")]
+    RateLimited(std::time::Duration),
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// The cause is logged with the request's trace; the caller sees a generic message.
@@ -109,6 +112,19 @@ impl From<ApiError> for Status {
             }
             ApiError::ResourceExhausted(m) => {
                 status(Code::ResourceExhausted, ErrorReason::Overloaded, &m, &[])
+            }
+            ApiError::RateLimited(retry_after) => {
+                let mut details = ErrorDetails::with_error_info(
+                    ErrorReason::Overloaded.as_str_name().trim_start_matches("ERROR_REASON_"),
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::<String, String>::new(),
+                );
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    "too many requests from this caller; retry after the RetryInfo delay",
+                    details,
+                )
             }
             ApiError::Unavailable(m) => {
                 tracing::warn!(error = %m, "dependency unavailable");

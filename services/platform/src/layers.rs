@@ -1,8 +1,11 @@
-//! The tower layers every server runs, outermost first: metrics, tracing, load shedding, the
-//! request deadline and authentication. Each answers a refused request itself with a proper
-//! gRPC status, so no tower error ever reaches the client as UNKNOWN.
+//! The tower layers every server runs, outermost first: metrics, tracing, undecodable bodies
+//! answered INVALID_ARGUMENT, load shedding, the request deadline, authentication and the
+//! per-caller rate limit. Each answers a refused request itself with a proper gRPC status, so
+//! no tower error ever reaches the client as UNKNOWN.
 
 use std::{
+    collections::HashMap,
+    net::IpAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -245,6 +248,128 @@ impl Around for Authenticate {
                 }
             }
             inner.call(req).await
+        })
+    }
+}
+
+// --- per-caller rate limit ----------------------------------------------------------------
+
+/// A token bucket per caller: the verified caller's user id, or the peer's IP address for
+/// anonymous requests. Runs after authentication. A caller past its rate is answered
+/// RESOURCE_EXHAUSTED with a `RetryInfo` saying when a request will be accepted again.
+/// Health checks are not limited (probes must not starve).
+#[derive(Clone)]
+pub struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    buckets: Arc<std::sync::Mutex<HashMap<CallerKey, Bucket>>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum CallerKey {
+    User(String),
+    Peer(IpAddr),
+    Unknown,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Beyond this many callers the idle buckets (refilled to the brim) are dropped.
+const MAX_IDLE_BUCKETS: usize = 10_000;
+
+/// `per_second` requests a second per caller with bursts of `burst`; `per_second == 0`
+/// turns the limit off.
+pub fn rate_limit(per_second: f64, burst: u32) -> AroundLayer<RateLimit> {
+    AroundLayer(RateLimit {
+        per_second,
+        burst: f64::from(burst.max(1)),
+        buckets: Arc::new(std::sync::Mutex::new(HashMap::new())),
+    })
+}
+
+impl RateLimit {
+    /// Takes one token of `key`'s bucket, or says how long until one is there.
+    fn take(&self, key: CallerKey, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_IDLE_BUCKETS && !buckets.contains_key(&key) {
+            let (rate, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let bucket = buckets.entry(key).or_insert(Bucket { tokens: self.burst, at: now });
+        let refilled = now.duration_since(bucket.at).as_secs_f64() * self.per_second;
+        bucket.tokens = (bucket.tokens + refilled).min(self.burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second))
+        }
+    }
+}
+
+fn caller_key<B>(req: &Request<B>) -> CallerKey {
+    if let Some(caller) = req.extensions().get::<crate::auth::Caller>() {
+        return CallerKey::User(caller.user_id.clone());
+    }
+    match req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|c| c.remote_addr()) {
+        Some(addr) => CallerKey::Peer(addr.ip()),
+        None => CallerKey::Unknown,
+    }
+}
+
+impl Around for RateLimit {
+    fn around<S, B, R>(&self, req: Request<B>, mut inner: S) -> BoxFuture<Response<R>, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Send + 'static,
+        S::Future: Send,
+        B: Send + 'static,
+        R: Default + 'static,
+    {
+        let limited = self.per_second > 0.0 && !req.uri().path().starts_with("/grpc.health.v1.Health/");
+        if limited && let Err(retry_after) = self.take(caller_key(&req), Instant::now()) {
+            return Box::pin(async move { Ok(reply(ApiError::RateLimited(retry_after).into())) });
+        }
+        Box::pin(inner.call(req))
+    }
+}
+
+// --- undecodable bodies ------------------------------------------------------------------
+
+/// tonic answers a body that does not decode as the RPC's message with INTERNAL ("failed to
+/// decode Protobuf message"); that is the caller's fault, not the server's, so it is answered
+/// INVALID_ARGUMENT here. The connection and the server carry on.
+#[derive(Clone)]
+pub struct InvalidBodies;
+
+pub fn invalid_bodies() -> AroundLayer<InvalidBodies> {
+    AroundLayer(InvalidBodies)
+}
+
+impl Around for InvalidBodies {
+    fn around<S, B, R>(&self, req: Request<B>, mut inner: S) -> BoxFuture<Response<R>, S::Error>
+    where
+        S: Service<Request<B>, Response = Response<R>> + Send + 'static,
+        S::Future: Send,
+        B: Send + 'static,
+        R: Default + 'static,
+    {
+        Box::pin(async move {
+            let response = inner.call(req).await?;
+            let undecodable = Status::from_header_map(response.headers()).is_some_and(|s| {
+                s.code() == tonic::Code::Internal
+                    && s.message().starts_with("failed to decode Protobuf message")
+            });
+            if undecodable {
+                return Ok(reply(
+                    ApiError::invalid("", "the request body is not a valid message of this RPC").into(),
+                ));
+            }
+            Ok(response)
         })
     }
 }
@@ -539,6 +664,82 @@ mod tests {
         for bad in ["Bearer nope", "Basic abc", "Bearer "] {
             assert_eq!(grpc_status(&call(Some(bad)).await), Some("16"), "{bad}");
         }
+    }
+
+    fn as_user(user: &str) -> Request<()> {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(Caller {
+            user_id: user.into(),
+            staff_role: None,
+            service: None,
+            issued_at: 0,
+            token: None,
+        });
+        req
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_is_per_caller_and_answers_retry_info() {
+        use tonic_types::StatusExt;
+        let svc = rate_limit(10.0, 3).layer(slow(Duration::ZERO));
+        for _ in 0..3 {
+            assert_eq!(grpc_status(&svc.clone().oneshot(as_user("ann")).await.unwrap()), None);
+        }
+        let refused = svc.clone().oneshot(as_user("ann")).await.unwrap();
+        assert_eq!(grpc_status(&refused), Some("8"), "RESOURCE_EXHAUSTED past the burst");
+        let status = Status::from_header_map(refused.headers()).unwrap();
+        let retry = status.get_details_retry_info().expect("a RetryInfo detail").retry_delay.unwrap();
+        assert!(retry > Duration::ZERO && retry <= Duration::from_millis(100), "{retry:?}");
+        assert_eq!(status.get_details_error_info().map(|i| i.reason).as_deref(), Some("OVERLOADED"));
+
+        // Another caller has its own bucket; anonymous callers share one per address.
+        assert_eq!(grpc_status(&svc.clone().oneshot(as_user("bob")).await.unwrap()), None);
+        // Health checks are never limited.
+        let health = Request::post("/grpc.health.v1.Health/Check").body(()).unwrap();
+        assert_eq!(grpc_status(&svc.clone().oneshot(health).await.unwrap()), None);
+
+        // After the delay, one more request passes.
+        tokio::time::sleep(retry + Duration::from_millis(5)).await;
+        assert_eq!(grpc_status(&svc.clone().oneshot(as_user("ann")).await.unwrap()), None);
+        assert_eq!(grpc_status(&svc.oneshot(as_user("ann")).await.unwrap()), Some("8"));
+    }
+
+    #[test]
+    fn buckets_refill_at_the_rate_up_to_the_burst_and_idle_ones_are_dropped() {
+        let AroundLayer(limit) = rate_limit(2.0, 2);
+        let t0 = Instant::now();
+        let key = || CallerKey::User("ann".into());
+        assert!(limit.take(key(), t0).is_ok());
+        assert!(limit.take(key(), t0).is_ok());
+        assert_eq!(limit.take(key(), t0), Err(Duration::from_millis(500)));
+        // An hour later the bucket holds the burst, not 7,200 tokens.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(limit.take(key(), later).is_ok());
+        assert!(limit.take(key(), later).is_ok());
+        assert!(limit.take(key(), later).is_err());
+
+        for i in 0..MAX_IDLE_BUCKETS {
+            let _ = limit.take(CallerKey::User(format!("u{i}")), t0);
+        }
+        let _ = limit.take(CallerKey::User("newcomer".into()), later);
+        assert!(limit.buckets.lock().unwrap().len() < 10, "idle buckets were dropped");
+        let off = rate_limit(0.0, 1).0;
+        assert_eq!(off.per_second, 0.0);
+    }
+
+    #[tokio::test]
+    async fn undecodable_bodies_are_invalid_argument_and_other_internals_stay() {
+        let answer = |status: Status| {
+            tower::util::BoxCloneService::new(service_fn(move |_req: Request<()>| {
+                let status = status.clone();
+                async move { Ok::<_, std::convert::Infallible>(status.into_http::<()>()) }
+            }))
+        };
+        let decode = Status::internal("failed to decode Protobuf message: invalid varint");
+        let svc = invalid_bodies().layer(answer(decode));
+        assert_eq!(grpc_status(&svc.oneshot(Request::new(())).await.unwrap()), Some("3"));
+        let svc = invalid_bodies().layer(answer(Status::internal("internal error")));
+        assert_eq!(grpc_status(&svc.oneshot(Request::new(())).await.unwrap()), Some("13"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::{
     admin::{AdminServer, Probes},
     auth::Authenticator,
     db::Db,
-    layers::{authenticate, deadline, meter, shed, trace},
+    layers::{authenticate, deadline, invalid_bodies, meter, rate_limit, shed, trace},
 };
 
 #[derive(Clone, Debug)]
@@ -27,6 +27,10 @@ pub struct ServerOptions {
     pub shutdown_grace: Duration,
     /// Where the admin HTTP server (`/metrics`, `/livez`, `/readyz`) listens; none when unset.
     pub admin_listen: Option<SocketAddr>,
+    /// Requests a second per caller (user, or address when anonymous); 0 turns it off.
+    pub rate_limit_per_second: f64,
+    /// Requests a caller may send at once before the rate applies.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ServerOptions {
@@ -38,6 +42,8 @@ impl Default for ServerOptions {
             max_message_bytes: 4 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(20),
             admin_listen: None,
+            rate_limit_per_second: 100.0,
+            rate_limit_burst: 400,
         }
     }
 }
@@ -212,9 +218,11 @@ impl Server {
         let layers = tower::ServiceBuilder::new()
             .layer(meter())
             .layer(trace())
+            .layer(invalid_bodies())
             .layer(shed(options.max_concurrent_requests))
             .layer(deadline(options.request_timeout))
-            .layer(authenticate(authenticator));
+            .layer(authenticate(authenticator))
+            .layer(rate_limit(options.rate_limit_per_second, options.rate_limit_burst));
 
         let shutdown = {
             let health = health.clone();

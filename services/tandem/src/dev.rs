@@ -125,8 +125,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // identity: it asks commissions whether a team holds rewards before deleting it.
     let identity_db = sqlite(&args.data_dir, "identity")?;
     let commissions_db = sqlite(&args.data_dir, "commissions")?;
-    let settings =
-        Settings { signing_key: signing_key(&args.data_dir)?, link_base: format!("http://{}", args.listen) };
+    let settings = Settings {
+        signing_key: signing_key(&args.data_dir)?,
+        previous_keys: Vec::new(),
+        link_base: format!("http://{}", args.listen),
+    };
     let ports = Ports {
         rewards: Arc::new(CommissionsRewards(TeamRewards(commissions_db.clone()))),
         ..Ports::standard(&args.mail)?

@@ -91,7 +91,11 @@ async fn a_declined_lead_goes_to_another_teams_member(identity_db: TestDb, deals
         txt: Arc::new(ports::StaticTxt::default()),
         rewards: Arc::new(ports::NoLedger),
     };
-    let settings = Settings { signing_key: SigningKeyPair::generate(), link_base: "http://localhost".into() };
+    let settings = Settings {
+        signing_key: SigningKeyPair::generate(),
+        previous_keys: Vec::new(),
+        link_base: "http://localhost".into(),
+    };
     let (identity, relay) = Identity::start(db, settings, ports, bus.clone()).await.unwrap();
     identity.bootstrap_admin("admin@vendor.example", "staff-admin-password").await.unwrap();
     let identity_server =

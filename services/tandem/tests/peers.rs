@@ -26,7 +26,11 @@ async fn a_peer_verifies_identity_tokens_and_asks_permissions_with_the_callers_t
         txt: Arc::new(ports::StaticTxt::default()),
         rewards: Arc::new(ports::NoLedger),
     };
-    let settings = Settings { signing_key: SigningKeyPair::generate(), link_base: "http://localhost".into() };
+    let settings = Settings {
+        signing_key: SigningKeyPair::generate(),
+        previous_keys: Vec::new(),
+        link_base: "http://localhost".into(),
+    };
     let (identity, _relay) =
         Identity::start(db.clone(), settings, ports, Arc::new(InProcessBus::default())).await.unwrap();
     let migrated = MigratedDb::new(db, tandem_identity::MIGRATIONS);
@@ -110,7 +114,11 @@ async fn deals_learns_users_and_enrolments_from_identity_with_the_callers_token(
         txt: Arc::new(ports::StaticTxt::default()),
         rewards: Arc::new(ports::NoLedger),
     };
-    let settings = Settings { signing_key: SigningKeyPair::generate(), link_base: "http://localhost".into() };
+    let settings = Settings {
+        signing_key: SigningKeyPair::generate(),
+        previous_keys: Vec::new(),
+        link_base: "http://localhost".into(),
+    };
     let (identity, _relay) =
         Identity::start(db.clone(), settings, ports, Arc::new(InProcessBus::default())).await.unwrap();
     let migrated = MigratedDb::new(db, tandem_identity::MIGRATIONS);
@@ -244,7 +252,11 @@ async fn identity_asks_commissions_before_deleting_a_team(identity_db: TestDb, c
         rewards: ledger.clone(),
     };
     let signing_key = SigningKeyPair::generate();
-    let settings = Settings { signing_key: signing_key.clone(), link_base: "http://localhost".into() };
+    let settings = Settings {
+        signing_key: signing_key.clone(),
+        previous_keys: Vec::new(),
+        link_base: "http://localhost".into(),
+    };
     let db = Db::connect(&identity_db.url, &DbOptions::default()).unwrap();
     db.migrate(tandem_identity::MIGRATIONS).await.unwrap();
     let (identity, _relay) =
@@ -412,7 +424,11 @@ async fn without_a_rewards_ledger_teams_are_not_deleted() {
         txt: Arc::new(ports::StaticTxt::default()),
         rewards: Arc::new(ports::NoLedger),
     };
-    let settings = Settings { signing_key: SigningKeyPair::generate(), link_base: "http://localhost".into() };
+    let settings = Settings {
+        signing_key: SigningKeyPair::generate(),
+        previous_keys: Vec::new(),
+        link_base: "http://localhost".into(),
+    };
     let (identity, _relay) =
         Identity::start(db, settings, ports, Arc::new(InProcessBus::default())).await.unwrap();
     let server = tandem_platform::testing::TestServer::start(

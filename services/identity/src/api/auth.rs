@@ -282,7 +282,7 @@ impl IdentityApi {
     }
 
     async fn get_jwks_(&self, _request: Request<pb::GetJwksRequest>) -> Result<pb::GetJwksResponse> {
-        Ok(pb::GetJwksResponse { keys: vec![self.keys.jwk().clone()] })
+        Ok(pb::GetJwksResponse { keys: self.jwks.clone() })
     }
 
     async fn get_current_user_(

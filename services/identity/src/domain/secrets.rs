@@ -7,8 +7,8 @@ use argon2::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::{
-    SigningKey,
-    pkcs8::{DecodePrivateKey, EncodePrivateKey},
+    SigningKey, VerifyingKey,
+    pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
@@ -68,22 +68,9 @@ impl SigningKeyPair {
     }
 
     fn from_signing_key(key: &SigningKey) -> Self {
-        let public = key.verifying_key().to_bytes();
-        let x = URL_SAFE_NO_PAD.encode(public);
-        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]);
+        let jwk = jwk_of(&key.verifying_key());
         let der = key.to_pkcs8_der().expect("an Ed25519 key always encodes to PKCS#8");
-        Self {
-            encoding: EncodingKey::from_ed_der(der.as_bytes()),
-            jwk: Jwk {
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
-                x,
-                kid: kid.clone(),
-                alg: "EdDSA".into(),
-                r#use: "sig".into(),
-            },
-            kid,
-        }
+        Self { encoding: EncodingKey::from_ed_der(der.as_bytes()), kid: jwk.kid.clone(), jwk }
     }
 
     pub fn jwk(&self) -> &Jwk {
@@ -130,6 +117,32 @@ impl SigningKeyPair {
         header.kid = Some(self.kid.clone());
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
+}
+
+/// The published form of an Ed25519 public key; its `kid` is derived from the key, so the
+/// same key has the same id on every replica and after every restart.
+fn jwk_of(key: &VerifyingKey) -> Jwk {
+    let public = key.to_bytes();
+    Jwk {
+        kty: "OKP".into(),
+        crv: "Ed25519".into(),
+        x: URL_SAFE_NO_PAD.encode(public),
+        kid: URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12]),
+        alg: "EdDSA".into(),
+        r#use: "sig".into(),
+    }
+}
+
+/// The published half of a key that signed before a rotation and now only verifies: from its
+/// PKCS#8 private PEM (the old key file as it was) or its SPKI public PEM
+/// (`openssl pkey -pubout`). Only the public half is kept.
+pub fn previous_key_from_pem(pem: &str) -> anyhow::Result<Jwk> {
+    if let Ok(key) = SigningKey::from_pkcs8_pem(pem) {
+        return Ok(jwk_of(&key.verifying_key()));
+    }
+    let key = VerifyingKey::from_public_key_pem(pem)
+        .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 private or SPKI public PEM key: {e}"))?;
+    Ok(jwk_of(&key))
 }
 
 #[cfg(test)]
@@ -198,5 +211,34 @@ mod tests {
         let pair = SigningKeyPair::from_pem(&pem).unwrap();
         assert_eq!(pair.jwk().x, URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()));
         assert!(SigningKeyPair::from_pem("garbage").is_err());
+    }
+
+    #[test]
+    fn previous_keys_load_from_private_or_public_pem_with_the_same_kid() {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let private = key.to_pkcs8_pem(Default::default()).unwrap();
+        let public = key.verifying_key().to_public_key_pem(Default::default()).unwrap();
+        let current = SigningKeyPair::from_pem(&private).unwrap();
+        assert_eq!(&previous_key_from_pem(&private).unwrap(), current.jwk());
+        assert_eq!(&previous_key_from_pem(&public).unwrap(), current.jwk());
+        assert!(previous_key_from_pem("garbage").is_err());
+    }
+
+    #[tokio::test]
+    async fn tokens_of_a_previous_key_verify_beside_the_current_one() {
+        let old = SigningKeyPair::generate();
+        let new = SigningKeyPair::generate();
+        assert_ne!(old.jwk().kid, new.jwk().kid);
+        let now = tandem_platform::time::now_micros() / 1_000_000;
+        let both =
+            JwtVerifier::new(Arc::new(KeySet::from_jwks(&[new.jwk().clone(), old.jwk().clone()]).unwrap()));
+        for key in [&old, &new] {
+            let token = key.sign("user_1", None, now, 60).unwrap();
+            assert_eq!(both.verify(&token).await.unwrap().sub, "user_1");
+        }
+        let only_new = JwtVerifier::new(Arc::new(KeySet::from_jwks(&[new.jwk().clone()]).unwrap()));
+        let old_token = old.sign("user_1", None, now, 60).unwrap();
+        assert!(only_new.verify(&old_token).await.is_err(), "a key dropped from the set");
     }
 }

@@ -116,7 +116,7 @@ pub struct TestApp {
     pub identity: Arc<Identity>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     // Dropped last: the database outlives the server that uses it.
-    _database: TestDb,
+    _database: Option<TestDb>,
 }
 
 impl Drop for TestApp {
@@ -132,6 +132,30 @@ impl TestApp {
     /// bootstrap staff admin in.
     pub async fn spawn(database: TestDb) -> Self {
         let signing_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        Self::spawn_with_keys(database, signing_key, Vec::new()).await
+    }
+
+    /// Stops this server and starts identity again on the same database, signing with a new
+    /// key and publishing the old one as a previous key: a signing-key rotation.
+    pub async fn restart_with_new_key(mut self) -> Self {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let old = SigningKeyPair::from_pem(&self.signing_key.to_pkcs8_pem(Default::default()).expect("pem"))
+            .expect("key")
+            .jwk()
+            .clone();
+        let database = self._database.take().expect("the test database");
+        let new_key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        Self::spawn_with_keys(database, new_key, vec![old]).await
+    }
+
+    /// Identity signing with `signing_key` and trusting `previous_keys` too.
+    pub async fn spawn_with_keys(
+        database: TestDb,
+        signing_key: ed25519_dalek::SigningKey,
+        previous_keys: Vec<pb::Jwk>,
+    ) -> Self {
         let signing_pem = signing_key.to_pkcs8_pem(Default::default()).expect("pem");
         let db = Db::connect(&database.url, &DbOptions::default()).expect("database url");
         let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
@@ -140,6 +164,7 @@ impl TestApp {
         let rewards = Arc::new(FakeRewards::default());
         let settings = Settings {
             signing_key: SigningKeyPair::from_pem(&signing_pem).expect("signing key"),
+            previous_keys,
             link_base: "https://partners.example.com".into(),
         };
         let ports = Ports { mailer: mailer.clone(), txt: txt.clone(), rewards: rewards.clone() };
@@ -192,7 +217,7 @@ impl TestApp {
                 refresh_token: String::new(),
             },
             stop: Some(stop_tx),
-            _database: database,
+            _database: Some(database),
         };
         app.admin = app.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
         app
