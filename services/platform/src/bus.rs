@@ -55,7 +55,11 @@ pub async fn apply(
 ) -> anyhow::Result<()> {
     let span = tracing::info_span!("event.apply", stream, group, event_id = %event.id, aggregate_id = %event.aggregate_id);
     telemetry::set_parent_from_map(&span, &event.headers);
-    handler.handle(event).instrument(span).await
+    handler.handle(event).instrument(span).await?;
+    if let Some(occurred) = event.occur_time.as_ref().and_then(crate::time::from_timestamp) {
+        crate::metrics::event_applied(stream, group, occurred);
+    }
+    Ok(())
 }
 
 /// Whether a handler's failure is the database being unreachable: such an event is retried
@@ -127,6 +131,7 @@ impl EventBus for InProcessBus {
                         Err(err) if is_transient(&err) => return Err(BusError::Unavailable(err.to_string())),
                         Err(err) => {
                             tracing::error!(stream, group = %group, event_id = %event.id, error = %err, "event dead-lettered");
+                            crate::metrics::event_dead_lettered(stream, group);
                             self.dead_letters.lock().await.push(DeadLetter {
                                 stream: stream.to_owned(),
                                 group: group.clone(),

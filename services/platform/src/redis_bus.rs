@@ -34,7 +34,10 @@ use redis::{
 use tandem_proto::events::v1::Event;
 use tokio::sync::{Mutex, watch};
 
-use crate::bus::{self, BusError, EventBus, EventHandler};
+use crate::{
+    bus::{self, BusError, EventBus, EventHandler},
+    metrics,
+};
 
 /// How the bus reads, retries and re-claims.
 #[derive(Debug, Clone)]
@@ -365,8 +368,12 @@ impl Consumer {
         Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default())
     }
 
-    /// Takes over deliveries that another consumer left unacknowledged too long.
+    /// Takes over deliveries that another consumer left unacknowledged too long, and reports
+    /// how many deliveries of the group wait for an acknowledgement.
     async fn reclaim(&mut self) -> Result<Outcome, RedisError> {
+        let summary: (u64, Value, Value, Value) =
+            redis::cmd("XPENDING").arg(&self.stream).arg(&self.group).query_async(&mut self.conn).await?;
+        metrics::set_consumer_pending(&self.stream, &self.group, summary.0);
         let idle = millis(self.settings.claim_idle);
         let stale: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
             .arg(&self.stream)
@@ -463,6 +470,7 @@ impl Consumer {
 
     async fn dead_letter(&mut self, entry: &StreamId, error: &str) {
         tracing::error!(stream = %self.stream, group = %self.group, entry = %entry.id, error, "event dead-lettered");
+        metrics::event_dead_lettered(&self.stream, &self.group);
         let field = |name: &str| match entry.map.get(name) {
             Some(Value::BulkString(bytes)) => bytes.clone(),
             _ => Vec::new(),

@@ -1,0 +1,369 @@
+//! Tandem as it runs in production, on one machine: the four service binaries as separate
+//! processes on free ports, each on its own PostgreSQL database, joined by a Redis of their
+//! own (so a test may stop and start it) and by gRPC. Used by the system tests in `tests/`
+//! and by the benchmark.
+//!
+//! Needs `TANDEM_TEST_POSTGRES_URL` (an admin connection; `TANDEM_REQUIRE_POSTGRES=1` makes
+//! its absence fail) and `redis-server` on the `PATH`.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
+use tandem_platform::testing::TestDb;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// The four services, in the order they start.
+pub const SERVICES: [&str; 4] = ["identity", "commissions", "tiers", "deals"];
+
+pub const ADMIN_EMAIL: &str = "admin@vendor.example";
+pub const ADMIN_PASSWORD: &str = "system-test-admin-password";
+
+/// Where the service binaries are, built on demand.
+pub struct Binaries {
+    dir: PathBuf,
+}
+
+impl Binaries {
+    /// Builds the service binaries with the cargo that runs this test (a no-op when they are
+    /// up to date), in release mode or not.
+    pub fn build(release: bool) -> anyhow::Result<Self> {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&root).args(["build", "--locked", "--bins"]);
+        for service in SERVICES {
+            cmd.args(["-p", &format!("tandem-{service}")]);
+        }
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build of the service binaries failed: {status}");
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        Ok(Self { dir: target.join(if release { "release" } else { "debug" }) })
+    }
+
+    pub fn path(&self, service: &str) -> PathBuf {
+        self.dir.join(format!("tandem-{service}"))
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_owned()
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A Redis server of this test, persisting to an append-only file as production's must, so
+/// that a restart keeps the streams and consumer groups.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let mut redis = Self { port: free_port(), dir: dir.join("redis"), child: None };
+        std::fs::create_dir_all(&redis.dir)?;
+        redis.restart()?;
+        Ok(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let log = File::create(self.dir.join("redis.log"))?;
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting redis-server (is it on the PATH?)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not answer on port {}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let mut reply = [0u8; 7];
+        conn.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
+            && conn.write_all(b"PING\r\n").is_ok()
+            && conn.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Shuts it down (SIGTERM: the append-only file is complete) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "TERM");
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+}
+
+/// One service binary, its environment and its log.
+pub struct Service {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Service {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A lazy channel to it.
+    pub fn channel(&self) -> Channel {
+        Channel::from_shared(self.url()).expect("url").connect_lazy()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the process, its output appended to its log.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = File::options().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOSTNAME"))
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until it answers SERVING (migrated and ready).
+    pub async fn wait_serving(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("{} exited with {status}; its log:\n{}", self.name, tail(&self.log, 40));
+            }
+            let mut health = HealthClient::new(self.channel());
+            if let Ok(r) = health.check(HealthCheckRequest { service: String::new() }).await
+                && r.into_inner().status == ServingStatus::Serving as i32
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{} never became ready; its log:\n{}", self.name, tail(&self.log, 40));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no drain, no goodbye, as when a node dies.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for the process to drain and exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        signal(&child, "TERM");
+        child.wait().ok()
+    }
+
+    /// Starts it again, on the same port and database, and waits until it serves.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()?;
+        self.wait_serving().await
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// How to start the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Release binaries (the benchmark) or debug ones (tests).
+    pub release: bool,
+    /// An OTLP/gRPC collector every service sends its traces to.
+    pub otlp_endpoint: Option<String>,
+    /// More environment for every service.
+    pub env: Vec<(String, String)>,
+}
+
+/// The four services on PostgreSQL and Redis.
+pub struct Cluster {
+    pub identity: Service,
+    pub commissions: Service,
+    pub tiers: Service,
+    pub deals: Service,
+    pub redis: RedisServer,
+    _databases: Vec<TestDb>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Builds the binaries and starts everything; `None` when no PostgreSQL is configured
+    /// (and none is required).
+    pub async fn start(options: Options) -> anyhow::Result<Option<Self>> {
+        let mut databases = Vec::new();
+        for _ in SERVICES {
+            match TestDb::postgres().await {
+                Some(db) => databases.push(db),
+                None => return Ok(None),
+            }
+        }
+        let binaries = Binaries::build(options.release)?;
+        let dir = tempfile::tempdir()?;
+        let redis = RedisServer::start(dir.path())?;
+        let key_file = dir.path().join("signing-key.pem");
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        std::fs::write(&key_file, key.to_pkcs8_pem(LineEnding::LF)?.as_bytes())?;
+
+        let addrs: Vec<SocketAddr> =
+            SERVICES.iter().map(|_| SocketAddr::from(([127, 0, 0, 1], free_port()))).collect();
+        let url = |service: &str| {
+            let i = SERVICES.iter().position(|s| *s == service).expect("a service");
+            format!("http://{}", addrs[i])
+        };
+        let mut services = Vec::new();
+        for (i, name) in SERVICES.into_iter().enumerate() {
+            let mut env: Vec<(String, String)> = vec![
+                ("TANDEM_LISTEN".into(), addrs[i].to_string()),
+                ("DATABASE_URL".into(), databases[i].url.clone()),
+                ("REDIS_URL".into(), redis.url()),
+                ("TANDEM_IDENTITY_URL".into(), url("identity")),
+                ("TANDEM_ADMIN_LISTEN".into(), "off".into()),
+                ("TANDEM_LOG_FORMAT".into(), "json".into()),
+                ("TANDEM_BUS_CLAIM_IDLE_MS".into(), "2000".into()),
+                ("TANDEM_SHUTDOWN_GRACE_MS".into(), "2000".into()),
+                ("HOSTNAME".into(), format!("{name}-0")),
+            ];
+            if name == "identity" {
+                env.extend([
+                    ("TANDEM_COMMISSIONS_URL".into(), url("commissions")),
+                    ("TANDEM_JWT_SIGNING_KEY_FILE".into(), key_file.display().to_string()),
+                    ("TANDEM_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+                    ("TANDEM_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+                ]);
+            }
+            if let Some(endpoint) = &options.otlp_endpoint {
+                env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
+            }
+            env.extend(options.env.iter().cloned());
+            let mut service = Service {
+                name,
+                addr: addrs[i],
+                binary: binaries.path(name),
+                env,
+                log: dir.path().join(format!("{name}.log")),
+                child: None,
+            };
+            service.spawn()?;
+            services.push(service);
+        }
+        for service in &mut services {
+            service.wait_serving().await?;
+        }
+        let mut services = services.into_iter();
+        let mut next = || services.next().expect("four services");
+        Ok(Some(Self {
+            identity: next(),
+            commissions: next(),
+            tiers: next(),
+            deals: next(),
+            redis,
+            _databases: databases,
+            dir,
+        }))
+    }
+
+    /// Where the logs and Redis's data are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last lines of every service's log, for a failing test's report.
+    pub fn log_tails(&self, lines: usize) -> String {
+        [&self.identity, &self.commissions, &self.tiers, &self.deals]
+            .iter()
+            .map(|s| format!("--- {} ---\n{}", s.name, tail(&s.log, lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails(30));
+        }
+    }
+}
