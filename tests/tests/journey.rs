@@ -53,9 +53,12 @@ async fn eventually<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut()
     }
 }
 
+/// The (service, span name) pairs of each trace id.
+type Traces = HashMap<Vec<u8>, Vec<(String, String)>>;
+
 /// An OTLP trace collector that keeps, per trace id, the (service, span name) pairs it got.
 #[derive(Default, Clone)]
-struct Collector(Arc<Mutex<HashMap<Vec<u8>, Vec<(String, String)>>>>);
+struct Collector(Arc<Mutex<Traces>>);
 
 #[tonic::async_trait]
 impl TraceService for Collector {
