@@ -22,7 +22,9 @@ use tandem_proto::{
     deals::v1::{self as deals, deal_service_client::DealServiceClient},
     identity::v1::{
         self as identity, auth_service_client::AuthServiceClient,
+        invitation_service_client::InvitationServiceClient,
         notification_service_client::NotificationServiceClient, program_service_client::ProgramServiceClient,
+        team_service_client::TeamServiceClient,
     },
     tiers::v1::{
         self as tiers, points_service_client::PointsServiceClient, tier_service_client::TierServiceClient,
@@ -366,6 +368,61 @@ async fn the_partner_journey_survives_crashes_and_a_redis_outage_with_every_effe
         "{:?}",
         collector.spans_of_trace_with("tandem-deals", "CloseDeal")
     );
+
+    // A member joins by invitation and sees the team's tier status in tiers (which asks
+    // identity, whose answer is now cached); once removed, tiers refuses at once.
+    let invitation = InvitationServiceClient::new(journey.identity.clone())
+        .create_invitation(authed(
+            &journey.partner,
+            identity::CreateInvitationRequest {
+                team_id: journey.team.clone(),
+                email: String::new(),
+                role: identity::TeamRole::Member.into(),
+            },
+        ))
+        .await
+        .expect("invite")
+        .into_inner()
+        .invitation
+        .unwrap();
+    let ben = InvitationServiceClient::new(journey.identity.clone())
+        .accept_invitation(identity::AcceptInvitationRequest {
+            token: invitation.token,
+            display_name: "Ben".into(),
+            password: "journey-member-password".into(),
+            email: "ben@northwind.example".into(),
+        })
+        .await
+        .expect("accept")
+        .into_inner()
+        .member
+        .unwrap();
+    let ben_token =
+        Journey::login(&journey.identity, "ben@northwind.example", "journey-member-password").await;
+    let ben_status = async || {
+        PointsServiceClient::new(journey.tiers.clone())
+            .get_tier_status(authed(
+                &ben_token,
+                tiers::GetTierStatusRequest {
+                    team_id: journey.team.clone(),
+                    program_id: journey.program.clone(),
+                    target_tier_id: String::new(),
+                },
+            ))
+            .await
+    };
+    for _ in 0..3 {
+        ben_status().await.expect("a member sees the tier status");
+    }
+    TeamServiceClient::new(journey.identity.clone())
+        .remove_member(authed(
+            &journey.partner,
+            identity::RemoveMemberRequest { team_id: journey.team.clone(), user_id: ben.user_id.clone() },
+        ))
+        .await
+        .expect("remove ben");
+    let refused = ben_status().await.expect_err("a removed member is refused");
+    assert!(matches!(refused.code(), tonic::Code::PermissionDenied | tonic::Code::NotFound), "{refused:?}");
 
     // Both consumers die without a goodbye; three deals are won meanwhile.
     cluster.tiers.kill();

@@ -6,9 +6,10 @@
 use std::{
     collections::HashMap,
     sync::{
-        RwLock,
+        OnceLock, RwLock,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use tandem_proto::identity::v1::{RewardsVisibility, StaffRole, TeamRole};
@@ -34,18 +35,31 @@ const MAX_ENTRIES: usize = 200_000;
 #[derive(Default)]
 pub struct AccessCache {
     generation: AtomicU64,
-    teams: RwLock<HashMap<(String, String), TeamAccess>>,
-    users: RwLock<HashMap<String, UserStatus>>,
+    teams: RwLock<HashMap<(String, String), (TeamAccess, Instant)>>,
+    users: RwLock<HashMap<String, (UserStatus, Instant)>>,
+    /// How long an answer counts; forever when this process makes every change (one replica).
+    ttl: OnceLock<Duration>,
 }
 
 impl AccessCache {
+    /// Answers count for `ttl` only: other replicas make changes this one does not see.
+    pub fn expire_after(&self, ttl: Duration) {
+        let _ = self.ttl.set(ttl);
+    }
+
+    fn fresh(&self, cached_at: Instant) -> bool {
+        self.ttl.get().is_none_or(|ttl| cached_at.elapsed() < *ttl)
+    }
+
     /// Take before reading the database; pass to `put_*` after.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     pub fn team_access(&self, user_id: &str, team_id: &str) -> Option<TeamAccess> {
-        self.teams.read().expect("cache").get(&(user_id.to_owned(), team_id.to_owned())).copied()
+        let teams = self.teams.read().expect("cache");
+        let (access, at) = teams.get(&(user_id.to_owned(), team_id.to_owned()))?;
+        self.fresh(*at).then_some(*access)
     }
 
     pub fn put_team_access(&self, generation: u64, user_id: &str, team_id: &str, access: TeamAccess) {
@@ -56,11 +70,13 @@ impl AccessCache {
         if teams.len() >= MAX_ENTRIES {
             teams.clear();
         }
-        teams.insert((user_id.to_owned(), team_id.to_owned()), access);
+        teams.insert((user_id.to_owned(), team_id.to_owned()), (access, Instant::now()));
     }
 
     pub fn user_status(&self, user_id: &str) -> Option<UserStatus> {
-        self.users.read().expect("cache").get(user_id).copied()
+        let users = self.users.read().expect("cache");
+        let (status, at) = users.get(user_id)?;
+        self.fresh(*at).then_some(*status)
     }
 
     pub fn put_user_status(&self, generation: u64, user_id: &str, status: UserStatus) {
@@ -71,7 +87,7 @@ impl AccessCache {
         if users.len() >= MAX_ENTRIES {
             users.clear();
         }
-        users.insert(user_id.to_owned(), status);
+        users.insert(user_id.to_owned(), (status, Instant::now()));
     }
 
     /// A membership changed.
@@ -116,6 +132,16 @@ mod tests {
         cache.put_team_access(cache.generation(), "v", "t", MEMBER);
         cache.invalidate_team("t");
         assert_eq!(cache.team_access("v", "t"), None);
+    }
+
+    #[test]
+    fn with_other_replicas_answers_expire() {
+        let cache = AccessCache::default();
+        cache.put_team_access(cache.generation(), "u", "t", MEMBER);
+        cache.expire_after(Duration::from_millis(30));
+        assert_eq!(cache.team_access("u", "t"), Some(MEMBER));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(cache.team_access("u", "t"), None);
     }
 
     #[test]

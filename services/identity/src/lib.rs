@@ -7,6 +7,7 @@ pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod ports;
+pub mod shared_cache;
 pub mod store;
 
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub const STREAM: &str = "tandem.identity";
 const SOURCE: &str = "identity";
 /// The consumer group under which identity applies other services' notification requests.
 pub const NOTIFICATIONS_CONSUMER: &str = "identity-notifications";
+/// The consumer group under which identity drops shared cache entries that its own
+/// membership and status events make stale.
+pub const ACCESS_CACHE_CONSUMER: &str = "identity-access-cache";
 /// The streams that carry notification requests: identity's own, deals' and commissions'.
 pub const NOTIFICATION_STREAMS: &[&str] = &[STREAM, "tandem.deals", "tandem.commissions"];
 
@@ -109,6 +113,7 @@ pub struct Identity {
     jwks: Vec<tandem_proto::identity::v1::Jwk>,
     verifier: JwtVerifier,
     cache: AccessCache,
+    shared: std::sync::OnceLock<shared_cache::SharedAccessCache>,
     ports: Ports,
     link_base: String,
     relay: Arc<Notify>,
@@ -130,6 +135,7 @@ impl Identity {
             verifier: JwtVerifier::new(keys),
             keys: settings.signing_key,
             cache: AccessCache::default(),
+            shared: std::sync::OnceLock::new(),
             ports,
             link_base: settings.link_base.trim_end_matches('/').to_owned(),
             relay,
@@ -149,12 +155,45 @@ impl Identity {
         Ok((identity, relay))
     }
 
-    /// Starts applying the events identity consumes: notification requests.
+    /// Starts applying the events identity consumes: notification requests, and its own
+    /// membership and status events for the shared access cache.
     pub async fn subscribe(self: &Arc<Self>, bus: &dyn EventBus) -> std::result::Result<(), BusError> {
         for stream in NOTIFICATION_STREAMS {
             bus.subscribe(stream, NOTIFICATIONS_CONSUMER, self.notification_handler()).await?;
         }
-        Ok(())
+        bus.subscribe(STREAM, ACCESS_CACHE_CONSUMER, Arc::new(AccessInvalidation(self.clone()))).await
+    }
+
+    /// Shares the access cache with the other replicas through Redis; this replica then
+    /// trusts its in-memory answers for [`shared_cache::LOCAL_TTL`] only.
+    pub fn share_access_cache(&self, shared: shared_cache::SharedAccessCache) {
+        if self.shared.set(shared).is_ok() {
+            self.cache.expire_after(shared_cache::LOCAL_TTL);
+        }
+    }
+
+    /// A membership changed: drops the answers about it here and in the shared cache.
+    pub(crate) async fn forget_member(&self, user_id: &str, team_id: &str) {
+        self.cache.invalidate_member(user_id, team_id);
+        if let Some(shared) = self.shared.get() {
+            shared.forget_member(user_id, team_id).await;
+        }
+    }
+
+    /// A team's settings changed or it was deleted.
+    pub(crate) async fn forget_team(&self, team_id: &str) {
+        self.cache.invalidate_team(team_id);
+        if let Some(shared) = self.shared.get() {
+            shared.forget_team(team_id).await;
+        }
+    }
+
+    /// A user's status changed.
+    pub(crate) async fn forget_user(&self, user_id: &str) {
+        self.cache.invalidate_user(user_id);
+        if let Some(shared) = self.shared.get() {
+            shared.forget_user(user_id).await;
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -181,6 +220,13 @@ impl Identity {
             return Ok(Some(access));
         }
         let generation = self.cache.generation();
+        if let Some(access) = match self.shared.get() {
+            Some(shared) => shared.team_access(user_id, team_id).await,
+            None => None,
+        } {
+            self.cache.put_team_access(generation, user_id, team_id, access);
+            return Ok(Some(access));
+        }
         let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
         let Some((role, visibility)) = store::access_facts(&mut conn, team_id, user_id).await? else {
             return Ok(None);
@@ -190,6 +236,9 @@ impl Identity {
             visibility: RewardsVisibility::from_str_name(&visibility).unwrap_or(RewardsVisibility::Hide),
         };
         self.cache.put_team_access(generation, user_id, team_id, access);
+        if let Some(shared) = self.shared.get() {
+            shared.put_team_access(user_id, team_id, access).await;
+        }
         Ok(Some(access))
     }
 
@@ -199,6 +248,13 @@ impl Identity {
             return Ok(Some(status));
         }
         let generation = self.cache.generation();
+        if let Some(status) = match self.shared.get() {
+            Some(shared) => shared.user_status(user_id).await,
+            None => None,
+        } {
+            self.cache.put_user_status(generation, user_id, status);
+            return Ok(Some(status));
+        }
         let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
         let Some(user) = store::user_by_id(&mut conn, user_id).await? else { return Ok(None) };
         let status = UserStatus {
@@ -207,6 +263,9 @@ impl Identity {
             staff_role: user.staff_role.as_deref().and_then(StaffRole::from_str_name),
         };
         self.cache.put_user_status(generation, user_id, status);
+        if let Some(shared) = self.shared.get() {
+            shared.put_user_status(user_id, status).await;
+        }
         Ok(Some(status))
     }
 
@@ -286,6 +345,25 @@ impl Authenticator for Identity {
 }
 
 struct NotificationInbox(Arc<Identity>);
+
+/// Drops the shared cache entries identity's own events make stale. A replica's change
+/// dropped them already; this catches a read that raced with it and put the old answer back.
+struct AccessInvalidation(Arc<Identity>);
+
+#[async_trait]
+impl EventHandler for AccessInvalidation {
+    async fn handle(&self, event: &Event) -> anyhow::Result<()> {
+        match &event.payload {
+            Some(Payload::MembershipChanged(change)) => {
+                self.0.forget_member(&change.user_id, &change.team_id).await
+            }
+            Some(Payload::TeamDeleted(team)) => self.0.forget_team(&team.team_id).await,
+            Some(Payload::UserStatusChanged(user)) => self.0.forget_user(&user.user_id).await,
+            _ => {}
+        }
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl EventHandler for NotificationInbox {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use tandem_identity::{
     Identity, MIGRATIONS, MailSettings, Ports, Settings, domain::secrets::SigningKeyPair,
-    ports::CommissionsLedger,
+    ports::CommissionsLedger, shared_cache::SharedAccessCache,
 };
 use tandem_platform::{
     bus::EventBus,
@@ -117,6 +117,8 @@ async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
     }
     let (identity, relay) =
         Identity::start(db.clone(), settings, ports, bus.clone() as Arc<dyn EventBus>).await?;
+    // Replicas share permission answers in Redis; membership events keep them current.
+    identity.share_access_cache(SharedAccessCache::connect(&common.bus.redis_url)?);
 
     let migrated = MigratedDb::new(db.clone(), MIGRATIONS);
     let services = tandem_identity::api::services(&identity, common.server.max_message_bytes)

@@ -198,7 +198,7 @@ impl IdentityApi {
         let member =
             store::member(&mut tx, &team_id, &user.id).await?.ok_or(IdentityError::NotFound("member"))?;
         self.commit(tx).await?;
-        self.cache.invalidate_member(&user.id, &team_id);
+        self.forget_member(&user.id, &team_id).await;
         Ok(pb::JoinTeamByDomainResponse { member: Some(convert::member(&member)) })
     }
 }

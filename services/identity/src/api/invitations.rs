@@ -300,7 +300,7 @@ impl IdentityApi {
             .await?
             .ok_or(IdentityError::NotFound("member"))?;
         self.commit(tx).await?;
-        self.cache.invalidate_member(&user.id, &invitation.team_id);
+        self.forget_member(&user.id, &invitation.team_id).await;
         Ok(pb::AcceptInvitationResponse { member: Some(convert::member(&member)) })
     }
 }

@@ -120,7 +120,7 @@ impl IdentityApi {
         .await?;
         let user = store::user_by_id(&mut tx, user_id).await?.ok_or(IdentityError::NotFound("user"))?;
         self.commit(tx).await?;
-        self.cache.invalidate_user(user_id);
+        self.forget_user(user_id).await;
         Ok(user)
     }
 

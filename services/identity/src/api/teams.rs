@@ -156,7 +156,7 @@ impl IdentityApi {
         }
         store::update_team(&mut tx, &row).await?;
         self.commit(tx).await?;
-        self.cache.invalidate_team(&row.id);
+        self.forget_team(&row.id).await;
         Ok(pb::UpdateTeamResponse { team: Some(convert::team(&row)) })
     }
 
@@ -199,7 +199,7 @@ impl IdentityApi {
         .await?;
         self.emit(&mut tx, &id, Payload::TeamDeleted(TeamDeleted { team_id: id.clone() })).await?;
         self.commit(tx).await?;
-        self.cache.invalidate_team(&id);
+        self.forget_team(&id).await;
         Ok(pb::DeleteTeamResponse {})
     }
 
@@ -247,7 +247,7 @@ impl IdentityApi {
         let updated =
             store::member(&mut tx, &team, &user_id).await?.ok_or(IdentityError::NotFound("member"))?;
         self.commit(tx).await?;
-        self.cache.invalidate_member(&user_id, &team);
+        self.forget_member(&user_id, &team).await;
         Ok(pb::UpdateMemberRoleResponse { member: Some(convert::member(&updated)) })
     }
 
@@ -271,7 +271,7 @@ impl IdentityApi {
         )
         .await?;
         self.commit(tx).await?;
-        self.cache.invalidate_member(&user_id, &team);
+        self.forget_member(&user_id, &team).await;
         Ok(pb::RemoveMemberResponse {})
     }
 
@@ -300,7 +300,7 @@ impl IdentityApi {
             .await?;
         }
         self.commit(tx).await?;
-        self.cache.invalidate_member(&caller.user_id, &team);
+        self.forget_member(&caller.user_id, &team).await;
         Ok(pb::LeaveTeamResponse {})
     }
 }
