@@ -256,6 +256,9 @@ pub struct Options {
     pub otlp_endpoint: Option<String>,
     /// More environment for every service.
     pub env: Vec<(String, String)>,
+    /// The PostgreSQL server to create the databases on (an admin URL); by default
+    /// `TANDEM_TEST_POSTGRES_URL`'s.
+    pub postgres_admin_url: Option<String>,
 }
 
 /// The four services on PostgreSQL and Redis.
@@ -275,7 +278,11 @@ impl Cluster {
     pub async fn start(options: Options) -> anyhow::Result<Option<Self>> {
         let mut databases = Vec::new();
         for _ in SERVICES {
-            match TestDb::postgres().await {
+            let db = match &options.postgres_admin_url {
+                Some(admin) => TestDb::postgres_at(admin, true).await,
+                None => TestDb::postgres().await,
+            };
+            match db {
                 Some(db) => databases.push(db),
                 None => return Ok(None),
             }
@@ -358,6 +365,90 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// A PostgreSQL server of this test (so that a test may stop it), on a free port, from the
+/// machine's PostgreSQL binaries. PostgreSQL refuses to run as root: as root, it runs as the
+/// `postgres` user.
+pub struct PrivatePostgres {
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .context("no PostgreSQL under /usr/lib/postgresql")?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .context("no initdb under /usr/lib/postgresql/*/bin")?;
+        let dir = tempfile::tempdir()?;
+        if is_root() {
+            let status = Command::new("chown").arg("postgres:postgres").arg(dir.path()).status()?;
+            anyhow::ensure!(status.success(), "chown of the data directory failed");
+        }
+        let data = dir.path().join("data");
+        let pg = Self { port: free_port(), bin, data, _dir: dir };
+        pg.run(
+            "initdb",
+            &["-D", &pg.data.display().to_string(), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        )?;
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+        let program = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&program);
+            cmd
+        } else {
+            Command::new(&program)
+        };
+        let output = cmd.args(args).stdin(Stdio::null()).output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let data = self.data.display().to_string();
+        let log = self.data.parent().expect("a parent").join("postgres.log").display().to_string();
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
+            self.port, data
+        );
+        self.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &options, "-w", "start"])
+    }
+
+    /// Stops the server the hard way (`immediate`: no checkpoint, clients cut off), as a crash.
+    pub fn crash(&self) -> anyhow::Result<()> {
+        self.run("pg_ctl", &["-D", &self.data.display().to_string(), "-m", "immediate", "-w", "stop"])
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ =
+            self.run("pg_ctl", &["-D", &self.data.display().to_string(), "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 impl Drop for Cluster {

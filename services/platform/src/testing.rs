@@ -38,6 +38,12 @@ impl TestDb {
             assert!(!required, "TANDEM_REQUIRE_POSTGRES=1 but TANDEM_TEST_POSTGRES_URL is not set");
             return None;
         };
+        Self::postgres_at(&admin, required).await
+    }
+
+    /// A new database on the PostgreSQL server of `admin` (a connection to any database).
+    pub async fn postgres_at(admin: &str, required: bool) -> Option<Self> {
+        let admin = admin.to_owned();
         let name = format!("tandem_test_{}", uuid::Uuid::now_v7().simple());
         let mut conn = match sqlx::PgConnection::connect(&admin).await {
             Ok(conn) => conn,
