@@ -60,6 +60,9 @@ pub struct RedisBusSettings {
     pub max_deliveries: u64,
     /// How often a stream is trimmed below what every group acknowledged.
     pub trim_interval: Duration,
+    /// A consumer idle this long with nothing pending has left for good (a replaced pod) and
+    /// is removed from its group.
+    pub departed_after: Duration,
 }
 
 impl Default for RedisBusSettings {
@@ -74,6 +77,7 @@ impl Default for RedisBusSettings {
             claim_interval: Duration::from_secs(5),
             max_deliveries: 10,
             trim_interval: Duration::from_secs(60),
+            departed_after: Duration::from_secs(3600),
         }
     }
 }
@@ -374,6 +378,7 @@ impl Consumer {
         let summary: (u64, Value, Value, Value) =
             redis::cmd("XPENDING").arg(&self.stream).arg(&self.group).query_async(&mut self.conn).await?;
         metrics::set_consumer_pending(&self.stream, &self.group, summary.0);
+        self.forget_departed_consumers().await?;
         let idle = millis(self.settings.claim_idle);
         let stale: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
             .arg(&self.stream)
@@ -406,6 +411,38 @@ impl Consumer {
             }
         }
         Ok(Outcome::Done)
+    }
+
+    /// Removes from the group the consumers that left long ago with nothing pending (pods
+    /// that were replaced), so the group lists only live ones.
+    async fn forget_departed_consumers(&mut self) -> Result<(), RedisError> {
+        let consumers: Vec<HashMap<String, Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .query_async(&mut self.conn)
+            .await?;
+        for consumer in consumers {
+            let name = string(consumer.get("name"));
+            let number = |field: &str| match consumer.get(field) {
+                Some(Value::Int(n)) => *n,
+                _ => 0,
+            };
+            let idle = Duration::from_millis(u64::try_from(number("idle")).unwrap_or(0));
+            if number("pending") == 0
+                && idle >= self.settings.departed_after
+                && name != self.settings.consumer_name
+            {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&self.stream)
+                    .arg(&self.group)
+                    .arg(&name)
+                    .query_async(&mut self.conn)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     async fn process(&mut self, entry: &StreamId) -> Outcome {

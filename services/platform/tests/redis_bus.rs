@@ -330,3 +330,52 @@ async fn events_wait_in_the_outbox_while_redis_is_away() {
     let len: i64 = redis::cmd("XLEN").arg(&stream).query_async(&mut conn).await.unwrap();
     assert_eq!(len, 1);
 }
+
+#[tokio::test]
+async fn consumers_that_left_are_removed_from_their_group() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("departed");
+    let mut conn = redis(&url).await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // A pod that applied an event, acknowledged it and was replaced.
+    let id: String =
+        redis::cmd("XADD").arg(&stream).arg("*").arg("id").arg("e").query_async(&mut conn).await.unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("replaced-pod")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XACK").arg(&stream).arg("g").arg(&id).query_async(&mut conn).await.unwrap();
+    let consumers = async |conn: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
+        let infos: Vec<HashMap<String, redis::Value>> =
+            redis::cmd("XINFO").arg("CONSUMERS").arg(&stream).arg("g").query_async(conn).await.unwrap();
+        infos
+            .iter()
+            .map(|i| match i.get("name") {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(consumers(&mut conn).await, ["replaced-pod"]);
+
+    let settings =
+        RedisBusSettings { departed_after: Duration::from_millis(200), ..quick_settings("live-pod") };
+    let bus = RedisBus::connect(&url, settings).unwrap();
+    bus.subscribe(&stream, "g", Arc::new(Recorder::default())).await.unwrap();
+    eventually("the replaced pod is forgotten", async || consumers(&mut conn).await == ["live-pod"]).await;
+    bus.close();
+}
