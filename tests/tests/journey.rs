@@ -152,7 +152,7 @@ impl Journey {
     }
 
     /// Registers a 10,000 USD deal in the program, has staff approve it and wins it.
-    async fn win_deal(&mut self) -> String {
+    async fn win_deal(&mut self, will_manage: bool) -> String {
         self.deals_won += 1;
         let mut client = DealServiceClient::new(self.deals.clone());
         let deal = client
@@ -168,6 +168,7 @@ impl Journey {
                     client_market: "US".into(),
                     deal_type: deals::DealType::NewBusiness.into(),
                     request_id: format!("journey-deal-{}", self.deals_won),
+                    will_manage,
                     ..Default::default()
                 },
             ))
@@ -336,10 +337,27 @@ async fn the_partner_journey_survives_crashes_and_a_redis_outage_with_every_effe
         deals_won: 0,
     };
 
-    // The first deal: 1,000 sold points (10 USD a point) and Silver; 15 % commission; the
-    // partner hears of the approval.
-    let first = journey.win_deal().await;
+    // The first deal, which the partner will also manage: 1,000 sold points (10 USD a point)
+    // and the managed points the calculator gives, Silver; 15 % commission; the partner hears
+    // of the approval.
+    let first = journey.win_deal(true).await;
     let found = journey.expect_exactly(1_000, 1).await;
+    let calculated = PointsServiceClient::new(journey.tiers.clone())
+        .calculate_points(authed(
+            &journey.partner,
+            tiers::CalculatePointsRequest {
+                amount: usd(1_000_000),
+                client_market: "US".into(),
+                will_manage: true,
+                other_managing_partners: 0,
+            },
+        ))
+        .await
+        .expect("calculate points")
+        .into_inner();
+    assert_eq!(calculated.sold_points, 1_000);
+    assert!(calculated.managed_points > 0);
+    assert_eq!(journey.tier_status().await.managed_points, calculated.managed_points);
     assert_eq!(found[0].deal_id, first);
     assert_eq!(found[0].amount, usd(150_000));
     assert_eq!(journey.tier_status().await.current_tier.map(|t| t.id), Some(silver.clone()));
@@ -428,7 +446,7 @@ async fn the_partner_journey_survives_crashes_and_a_redis_outage_with_every_effe
     cluster.tiers.kill();
     cluster.commissions.kill();
     for _ in 0..3 {
-        journey.win_deal().await;
+        journey.win_deal(false).await;
     }
     cluster.tiers.restart().await.expect("restart tiers");
     cluster.commissions.restart().await.expect("restart commissions");
@@ -436,7 +454,7 @@ async fn the_partner_journey_survives_crashes_and_a_redis_outage_with_every_effe
 
     // Redis goes away: deals keeps serving, the event waits in its outbox.
     cluster.redis.stop();
-    journey.win_deal().await;
+    journey.win_deal(false).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(journey.tier_status().await.sold_points, 4_000, "nothing can arrive without the bus");
     cluster.redis.restart().expect("restart redis");
@@ -445,7 +463,7 @@ async fn the_partner_journey_survives_crashes_and_a_redis_outage_with_every_effe
 
     // The Gold tier reached commissions: the next deal's commission carries its multiplier.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let sixth = journey.win_deal().await;
+    let sixth = journey.win_deal(false).await;
     let found = journey.expect_exactly(6_000, 6).await;
     let commission = found.iter().find(|c| c.deal_id == sixth).expect("the sixth commission");
     assert_eq!(commission.multiplier_bps, 12_500, "{commission:?}");
