@@ -16,12 +16,10 @@ struct Member {
 /// Runs `leads` assignments from `start`, returning the leads each member received.
 fn run(members: &[Member], start: i64, leads: usize) -> Vec<usize> {
     let mut counts = vec![0; members.len()];
-    let mut cursor = start;
-    for _ in 0..leads {
+    for cursor in (start..).take(leads) {
         let pick = round_robin(members, cursor, |m| m.active).expect("an eligible member");
         assert!(members[pick].active, "the turn fell on an ineligible member");
         counts[pick] += 1;
-        cursor += 1;
     }
     counts
 }

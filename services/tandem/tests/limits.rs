@@ -337,7 +337,7 @@ async fn deals_limits() {
         async move {
             let request = deals::CreatePipelineRequest {
                 name: format!("Pipeline {i}"),
-                stages: vec![deals::Stage { name: "Open".into(), ..Default::default() }],
+                stages: vec![deals::Stage { name: "Open".into() }],
             };
             pipelines.create_pipeline(authed(&admin, request)).await.map(drop)
         }
