@@ -14,7 +14,12 @@ use tandem_proto::deals::v1::{
 };
 use tonic::{Code, Status};
 
-backend_tests!(every_role_on_every_guarded_rpc, no_token_is_unauthenticated);
+backend_tests!(
+    every_role_on_every_guarded_rpc,
+    no_token_is_unauthenticated,
+    only_admins_and_channel_managers_review_registrations,
+    partners_see_only_their_teams_in_a_queue
+);
 
 type Call<'a> = Pin<Box<dyn Future<Output = Result<(), Status>> + Send + 'a>>;
 
@@ -460,4 +465,61 @@ async fn no_token_is_unauthenticated(db: TestDb) {
     for code in codes {
         assert_eq!(code.unwrap_err().code(), Code::Unauthenticated);
     }
+}
+
+async fn only_admins_and_channel_managers_review_registrations(db: TestDb) {
+    let h = Harness::start(db).await;
+    let finance = h.staff_with_role("STAFF_ROLE_FINANCE");
+    let admin = h.staff_with_role("STAFF_ROLE_ADMIN");
+    let approve = |by: &User, deal_id: &str| {
+        let mut c = h.deal.clone();
+        let request = by.req(pb::ApproveRegistrationRequest { deal_id: deal_id.into() });
+        async move { done(c.approve_registration(request).await) }
+    };
+    let reject = |by: &User, deal_id: &str| {
+        let mut c = h.deal.clone();
+        let request =
+            by.req(pb::RejectRegistrationRequest { deal_id: deal_id.into(), reason: "duplicate".into() });
+        async move { done(c.reject_registration(request).await) }
+    };
+    let first = h.register(&h.owner, &h.team, "first.example").await;
+    let second = h.register(&h.owner, &h.team, "second.example").await;
+    // Finance staff handle money, not registrations.
+    assert_eq!(approve(&finance, &first.id).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(reject(&finance, &first.id).await.unwrap_err().code(), Code::PermissionDenied);
+    // The channel manager and the admin do.
+    approve(&h.staff, &first.id).await.expect("a channel manager approves");
+    reject(&admin, &second.id).await.expect("an admin rejects");
+}
+
+async fn partners_see_only_their_teams_in_a_queue(db: TestDb) {
+    let h = Harness::start(db).await;
+    let queue = h.create_queue(&[&h.member, &h.admin, &h.other]).await;
+    let listed = |by: &User| {
+        let mut c = h.queues.clone();
+        let request = by.req(pb::ListQueuesRequest::default());
+        async move {
+            let queues = c.list_queues(request).await.expect("list queues").into_inner().queues;
+            queues
+                .into_iter()
+                .map(|q| (q.id, q.members.into_iter().map(|m| m.user_id).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut ours = vec![h.member.id.clone(), h.admin.id.clone()];
+    ours.sort();
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+    let seen = listed(&h.member).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, queue.id);
+    assert_eq!(sorted(seen[0].1.clone()), ours, "the member sees its team's seats only");
+    let seen = listed(&h.other).await;
+    assert_eq!(seen, [(queue.id.clone(), vec![h.other.id.clone()])], "the other team sees its own seat only");
+    // Staff see every seat; a partner of no seat sees no queue.
+    let seen = listed(&h.staff).await;
+    assert_eq!(seen[0].1.len(), 3);
+    assert!(listed(&h.owner).await.is_empty());
 }

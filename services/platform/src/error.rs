@@ -40,6 +40,9 @@ pub enum ApiError {
     FailedPrecondition { reason: ErrorReason, message: String },
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// The request is larger than the server accepts: not worth retrying as it is.
+    #[error("message too large: {0}")]
+    MessageTooLarge(String),
     /// The caller spent its rate; it may try again after the delay (sent as `RetryInfo`).
     #[error("rate limited; retry after {0:?}")]
     RateLimited(std::time::Duration),
@@ -112,6 +115,9 @@ impl From<ApiError> for Status {
             }
             ApiError::ResourceExhausted(m) => {
                 status(Code::ResourceExhausted, ErrorReason::Overloaded, &m, &[])
+            }
+            ApiError::MessageTooLarge(m) => {
+                status(Code::ResourceExhausted, ErrorReason::InvalidArgument, &m, &[])
             }
             ApiError::RateLimited(retry_after) => {
                 let mut details = ErrorDetails::with_error_info(

@@ -342,7 +342,10 @@ impl Around for RateLimit {
 
 /// tonic answers a body that does not decode as the RPC's message with INTERNAL ("failed to
 /// decode Protobuf message"); that is the caller's fault, not the server's, so it is answered
-/// INVALID_ARGUMENT here. The connection and the server carry on.
+/// INVALID_ARGUMENT here. A message over the size limit tonic answers OUT_OF_RANGE ("decoded
+/// message length too large"); gRPC's status code for it is RESOURCE_EXHAUSTED, which is what
+/// clients of other gRPC implementations expect, so it is answered that way. The connection
+/// and the server carry on.
 #[derive(Clone)]
 pub struct InvalidBodies;
 
@@ -360,16 +363,22 @@ impl Around for InvalidBodies {
     {
         Box::pin(async move {
             let response = inner.call(req).await?;
-            let undecodable = Status::from_header_map(response.headers()).is_some_and(|s| {
-                s.code() == tonic::Code::Internal
-                    && s.message().starts_with("failed to decode Protobuf message")
-            });
-            if undecodable {
-                return Ok(reply(
-                    ApiError::invalid("", "the request body is not a valid message of this RPC").into(),
-                ));
+            let Some(status) = Status::from_header_map(response.headers()) else { return Ok(response) };
+            match status.code() {
+                tonic::Code::Internal
+                    if status.message().starts_with("failed to decode Protobuf message") =>
+                {
+                    Ok(reply(
+                        ApiError::invalid("", "the request body is not a valid message of this RPC").into(),
+                    ))
+                }
+                tonic::Code::OutOfRange
+                    if status.message().starts_with("Error, decoded message length too large") =>
+                {
+                    Ok(reply(ApiError::MessageTooLarge(status.message().to_owned()).into()))
+                }
+                _ => Ok(response),
             }
-            Ok(response)
         })
     }
 }
@@ -740,6 +749,14 @@ mod tests {
         assert_eq!(grpc_status(&svc.oneshot(Request::new(())).await.unwrap()), Some("3"));
         let svc = invalid_bodies().layer(answer(Status::internal("internal error")));
         assert_eq!(grpc_status(&svc.oneshot(Request::new(())).await.unwrap()), Some("13"));
+        // Over the size limit: RESOURCE_EXHAUSTED, as gRPC has it; other OUT_OF_RANGE stays.
+        let large = Status::out_of_range(
+            "Error, decoded message length too large: found 5242880 bytes, the limit is: 4194304 bytes",
+        );
+        let svc = invalid_bodies().layer(answer(large));
+        assert_eq!(grpc_status(&svc.oneshot(Request::new(())).await.unwrap()), Some("8"));
+        let svc = invalid_bodies().layer(answer(Status::out_of_range("page past the end")));
+        assert_eq!(grpc_status(&svc.oneshot(Request::new(())).await.unwrap()), Some("11"));
     }
 
     #[test]

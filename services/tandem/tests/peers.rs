@@ -93,7 +93,7 @@ async fn a_peer_verifies_identity_tokens_and_asks_permissions_with_the_callers_t
     let mut auth = auth.clone();
     let huge = SignUpRequest { display_name: "x".repeat(2 << 20), ..Default::default() };
     let refused = auth.sign_up(huge).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
     assert!(auth.get_jwks(tandem_proto::identity::v1::GetJwksRequest {}).await.is_ok());
     let _ = stop.send(());
 }

@@ -17,7 +17,7 @@ use tandem_proto::{
 };
 use tonic::Request;
 
-use super::{DealsApi, caller, convert, grpc, require_staff};
+use super::{DealsApi, caller, convert, grpc, require_channel_staff};
 use crate::{
     domain::registration::{self, RegistrationStatus, is_known_currency, normalize_domain},
     error::{DealsError, Result},
@@ -259,7 +259,7 @@ impl DealsApi {
         to: RegistrationStatus,
         reason: &str,
     ) -> Result<pb::Deal> {
-        require_staff(caller, "only vendor staff review registrations")?;
+        require_channel_staff(caller, "only vendor admins and channel managers review registrations")?;
         let current = self.visible_deal(caller, deal_id).await?;
         if current.registration_status != RegistrationStatus::Pending.as_str() {
             return Err(DealsError::rule(
@@ -303,7 +303,7 @@ impl DealsApi {
     ) -> Result<pb::RejectRegistrationResponse> {
         let caller = caller(&request)?;
         let pb::RejectRegistrationRequest { deal_id, reason } = request.into_inner();
-        require_staff(&caller, "only vendor staff review registrations")?;
+        require_channel_staff(&caller, "only vendor admins and channel managers review registrations")?;
         Validator::new().id("deal_id", "deal", &deal_id).text("reason", &reason, TEXT_MAX).finish()?;
         let deal = self.review(&caller, &deal_id, RegistrationStatus::Rejected, reason.trim()).await?;
         Ok(pb::RejectRegistrationResponse { deal: Some(deal) })

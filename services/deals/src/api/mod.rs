@@ -66,6 +66,18 @@ pub(crate) fn require_staff(caller: &Caller, what: &'static str) -> Result<()> {
     if caller.is_staff() { Ok(()) } else { Err(DealsError::Denied(what)) }
 }
 
+/// The staff who run the partner relationship: admins and channel managers. Reviewing a
+/// partner's deal registration is theirs, as reviewing its application is in identity;
+/// finance staff handle money, not registrations.
+pub(crate) fn require_channel_staff(caller: &Caller, what: &'static str) -> Result<()> {
+    use tandem_proto::identity::v1::StaffRole;
+    if caller.has_staff_role(&[StaffRole::Admin, StaffRole::ChannelManager]) {
+        Ok(())
+    } else {
+        Err(DealsError::Denied(what))
+    }
+}
+
 impl DealsApi {
     /// Whether the caller may see the team's leads and deals (staff always).
     pub(crate) async fn can_view(&self, caller: &Caller, team_id: &str) -> Result<bool> {

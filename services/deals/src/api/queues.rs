@@ -106,9 +106,26 @@ impl DealsApi {
         let mut conn = self.db.pool().acquire().await?;
         let rows = store::list_queues(&mut conn, member, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |q| q.id.clone());
+        // A queue spans teams: a partner sees the members of its own teams only, never who
+        // else (of another team) takes turns in it. Its teams are those the copy of identity's
+        // members knows, and those it sits in the queue for.
+        let mut teams = match member {
+            Some(user_id) => store::directory::user(&mut conn, user_id).await?.map(|u| u.team_ids),
+            None => None,
+        };
         let mut queues = Vec::with_capacity(rows.len());
         for q in &rows {
-            queues.push(convert::queue(q, &store::queue_members(&mut conn, &q.id).await?));
+            let mut members = store::queue_members(&mut conn, &q.id).await?;
+            if let Some(user_id) = member {
+                let mine = teams.get_or_insert_with(Vec::new);
+                for m in members.iter().filter(|m| m.user_id == user_id) {
+                    if !mine.contains(&m.team_id) {
+                        mine.push(m.team_id.clone());
+                    }
+                }
+                members.retain(|m| mine.contains(&m.team_id));
+            }
+            queues.push(convert::queue(q, &members));
         }
         Ok(pb::ListQueuesResponse { queues, next_page_token })
     }

@@ -198,13 +198,18 @@ impl Harness {
 
     /// Another staff user.
     pub fn staff_user(&self) -> User {
+        self.staff_with_role("STAFF_ROLE_ADMIN")
+    }
+
+    /// A staff user with this role (`STAFF_ROLE_FINANCE`, …).
+    pub fn staff_with_role(&self, role: &str) -> User {
         let id = new_id("user");
         self.identity
             .users
             .lock()
             .unwrap()
             .insert(id.clone(), UserInfo { active: true, staff: true, team_ids: vec![] });
-        User { token: self.keys.sign(&id, Some("STAFF_ROLE_ADMIN"), now_secs(), 3600).unwrap(), id }
+        User { token: self.keys.sign(&id, Some(role), now_secs(), 3600).unwrap(), id }
     }
 
     pub fn deactivate(&self, user_id: &str) {

@@ -40,6 +40,11 @@ impl Drop for Dev {
 impl Dev {
     /// `tandem dev` on a fresh data directory with every log line at debug kept in a file.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`Dev::start`], with these extra environment variables (`TANDEM_…` settings).
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().expect("data dir");
         let addr =
             format!("127.0.0.1:{}", TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
@@ -51,6 +56,7 @@ impl Dev {
             .env("TANDEM_ADMIN_EMAIL", ADMIN_EMAIL)
             .env("TANDEM_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env_remove("TANDEM_RATE_LIMIT_PER_SECOND")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
