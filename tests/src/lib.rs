@@ -352,6 +352,12 @@ impl Cluster {
         }))
     }
 
+    /// The database of `service` (one of [`SERVICES`]), for loading data and reading it back.
+    pub fn database_url(&self, service: &str) -> &str {
+        let i = SERVICES.iter().position(|s| *s == service).expect("a service");
+        &self._databases[i].url
+    }
+
     /// Where the logs and Redis's data are.
     pub fn dir(&self) -> &Path {
         self.dir.path()

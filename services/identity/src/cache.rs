@@ -1,6 +1,6 @@
-//! The in-memory cache behind `CheckPermission` and token checks: repeated questions are
-//! answered without a database round trip, and every change of membership, team settings or
-//! user status drops what it affects. A generation counter stops a read that raced with a
+//! The in-memory cache behind `CheckPermission`, `CheckTeamEnrollment` and token checks:
+//! repeated questions are answered without a database round trip, and every change of
+//! membership, enrolment, team settings or user status drops what it affects. A generation counter stops a read that raced with a
 //! change from caching the stale answer.
 
 use std::{
@@ -37,6 +37,8 @@ pub struct AccessCache {
     generation: AtomicU64,
     teams: RwLock<HashMap<(String, String), (TeamAccess, Instant)>>,
     users: RwLock<HashMap<String, (UserStatus, Instant)>>,
+    /// Whether a team is enrolled in a program, by (team, program).
+    enrollments: RwLock<HashMap<(String, String), (bool, Instant)>>,
     /// How long an answer counts; forever when this process makes every change (one replica).
     ttl: OnceLock<Duration>,
 }
@@ -90,6 +92,30 @@ impl AccessCache {
         users.insert(user_id.to_owned(), (status, Instant::now()));
     }
 
+    pub fn team_enrolled(&self, team_id: &str, program_id: &str) -> Option<bool> {
+        let enrollments = self.enrollments.read().expect("cache");
+        let (enrolled, at) = enrollments.get(&(team_id.to_owned(), program_id.to_owned()))?;
+        self.fresh(*at).then_some(*enrolled)
+    }
+
+    pub fn put_team_enrolled(&self, generation: u64, team_id: &str, program_id: &str, enrolled: bool) {
+        let mut enrollments = self.enrollments.write().expect("cache");
+        if self.generation() != generation {
+            return;
+        }
+        if enrollments.len() >= MAX_ENTRIES {
+            enrollments.clear();
+        }
+        enrollments.insert((team_id.to_owned(), program_id.to_owned()), (enrolled, Instant::now()));
+    }
+
+    /// A team joined or left a program.
+    pub fn invalidate_enrollment(&self, team_id: &str, program_id: &str) {
+        let mut enrollments = self.enrollments.write().expect("cache");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        enrollments.remove(&(team_id.to_owned(), program_id.to_owned()));
+    }
+
     /// A membership changed.
     pub fn invalidate_member(&self, user_id: &str, team_id: &str) {
         let mut teams = self.teams.write().expect("cache");
@@ -97,11 +123,13 @@ impl AccessCache {
         teams.remove(&(user_id.to_owned(), team_id.to_owned()));
     }
 
-    /// A team's settings changed or it was deleted.
+    /// A team's settings changed or it was deleted (with its enrolments).
     pub fn invalidate_team(&self, team_id: &str) {
         let mut teams = self.teams.write().expect("cache");
+        let mut enrollments = self.enrollments.write().expect("cache");
         self.generation.fetch_add(1, Ordering::AcqRel);
         teams.retain(|(_, t), _| t != team_id);
+        enrollments.retain(|(t, _), _| t != team_id);
     }
 
     /// A user was activated or deactivated.
@@ -142,6 +170,26 @@ mod tests {
         assert_eq!(cache.team_access("u", "t"), Some(MEMBER));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(cache.team_access("u", "t"), None);
+    }
+
+    #[test]
+    fn enrolment_answers_until_the_team_joins_leaves_or_is_deleted() {
+        let cache = AccessCache::default();
+        cache.put_team_enrolled(cache.generation(), "t", "p", false);
+        assert_eq!(cache.team_enrolled("t", "p"), Some(false));
+        cache.invalidate_enrollment("t", "p");
+        assert_eq!(cache.team_enrolled("t", "p"), None);
+
+        cache.put_team_enrolled(cache.generation(), "t", "p", true);
+        cache.put_team_enrolled(cache.generation(), "u", "p", true);
+        cache.invalidate_team("t");
+        assert_eq!(cache.team_enrolled("t", "p"), None);
+        assert_eq!(cache.team_enrolled("u", "p"), Some(true));
+
+        let before = cache.generation();
+        cache.invalidate_enrollment("u", "p");
+        cache.put_team_enrolled(before, "u", "p", true);
+        assert_eq!(cache.team_enrolled("u", "p"), None, "a read that raced with a change");
     }
 
     #[test]

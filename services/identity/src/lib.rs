@@ -303,8 +303,14 @@ impl Identity {
 
     /// Whether the team (not one of its members alone) is enrolled in the program.
     pub async fn team_enrolled(&self, team_id: &str, program_id: &str) -> Result<bool> {
+        if let Some(enrolled) = self.cache.team_enrolled(team_id, program_id) {
+            return Ok(enrolled);
+        }
+        let generation = self.cache.generation();
         let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
-        Ok(store::team_enrolled(&mut conn, program_id, team_id).await?)
+        let enrolled = store::team_enrolled(&mut conn, program_id, team_id).await?;
+        self.cache.put_team_enrolled(generation, team_id, program_id, enrolled);
+        Ok(enrolled)
     }
 
     /// Verifies access tokens for every RPC of the suite when it runs in one process.

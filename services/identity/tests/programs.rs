@@ -67,6 +67,23 @@ async fn other_services_learn_user_access_and_team_enrolment(db: TestDb) {
     assert!(enrolled(&owner).await.must().enrolled);
     let (_, _, third) = app.sign_up("third@other.example").await;
     enrolled(&third).await.fails(Code::NotFound);
+
+    // Identity caches the answer: leaving (or joining again) must show at once.
+    app.programs()
+        .leave_program(
+            owner.req(pb::LeaveProgramRequest { program_id: program.id.clone(), team_id: team.id.clone() }),
+        )
+        .await
+        .must();
+    assert!(!enrolled(&owner).await.must().enrolled, "the team left");
+    assert!(!enrolled(&manager).await.must().enrolled);
+    app.programs()
+        .join_program(
+            owner.req(pb::JoinProgramRequest { program_id: program.id.clone(), team_id: team.id.clone() }),
+        )
+        .await
+        .must();
+    assert!(enrolled(&owner).await.must().enrolled, "the team joined again");
 }
 
 async fn programs_enrolment_and_access(db: TestDb) {

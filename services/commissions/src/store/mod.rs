@@ -513,18 +513,23 @@ pub async fn insert_posting(
     .bind(now)
     .execute(&mut *c)
     .await?;
+    // Every entry in one statement: one round trip per posting, not one per entry.
+    let rows: Vec<String> = (0..posting.entries.len())
+        .map(|i| {
+            let b = i * 5;
+            format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO ledger_entries (posting_id, account, currency_code, amount_minor, create_time) VALUES {}",
+        rows.join(", ")
+    );
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
     for e in &posting.entries {
-        sqlx::query(
-            "INSERT INTO ledger_entries (posting_id, account, currency_code, amount_minor, create_time) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(&e.account)
-        .bind(&e.currency)
-        .bind(e.amount_minor)
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
+        insert = insert.bind(&id).bind(&e.account).bind(&e.currency).bind(e.amount_minor).bind(now);
+    }
+    if !posting.entries.is_empty() {
+        insert.execute(&mut *c).await?;
     }
     Ok(id)
 }

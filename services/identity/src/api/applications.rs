@@ -189,6 +189,10 @@ impl IdentityApi {
         )
         .await?;
         self.commit(tx).await?;
+        if approve {
+            // A new team: nothing can be cached for it, but stay exact whatever the ids.
+            self.cache.invalidate_enrollment(&application.team_id, &application.program_id);
+        }
         Ok(pb::ReviewApplicationResponse { application: Some(convert::application(&application)) })
     }
 }

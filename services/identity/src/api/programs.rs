@@ -131,6 +131,7 @@ impl IdentityApi {
         }
         self.emit(&mut tx, &enrollment.program_id, enrollment_event(&enrollment, true)).await?;
         self.commit(tx).await?;
+        self.cache.invalidate_enrollment(&enrollment.team_id, &enrollment.program_id);
         Ok(pb::JoinProgramResponse { enrollment: Some(convert::enrollment(&enrollment)) })
     }
 
@@ -155,6 +156,7 @@ impl IdentityApi {
         }
         self.emit(&mut tx, &enrollment.program_id, enrollment_event(&enrollment, false)).await?;
         self.commit(tx).await?;
+        self.cache.invalidate_enrollment(&enrollment.team_id, &enrollment.program_id);
         Ok(pb::LeaveProgramResponse {})
     }
 

@@ -1,0 +1,188 @@
+//! The load generator: closed-loop (N callers, each sending its next request when the last
+//! one answered) and fixed-rate (requests sent on a schedule whatever the answers, each
+//! timed from when the schedule meant to send it, so that a server falling behind shows as
+//! latency instead of as fewer samples). Latencies go into HDR histograms.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+use tonic::Code;
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Latency of the successful requests, in microseconds.
+    pub ok: Histogram<u64>,
+    /// Latency of the refused or failed ones, in microseconds.
+    pub failed: Histogram<u64>,
+    /// Failures by gRPC code.
+    pub errors: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Self { ok: histogram(), failed: histogram(), errors: BTreeMap::new(), elapsed: Duration::ZERO }
+    }
+
+    fn record(&mut self, latency: Duration, result: Result<(), tonic::Status>) {
+        let micros = (latency.as_micros() as u64).max(1);
+        match result {
+            Ok(()) => self.ok.saturating_record(micros),
+            Err(status) => {
+                self.failed.saturating_record(micros);
+                *self.errors.entry(format!("{:?}", status.code())).or_default() += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, other: &Outcome) {
+        self.ok.add(&other.ok).expect("same histogram bounds");
+        self.failed.add(&other.failed).expect("same histogram bounds");
+        for (code, n) in &other.errors {
+            *self.errors.entry(code.clone()).or_default() += n;
+        }
+    }
+
+    /// Successful requests a second.
+    pub fn rps(&self) -> f64 {
+        self.ok.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn p50_ms(&self) -> f64 {
+        self.ok.value_at_quantile(0.50) as f64 / 1000.0
+    }
+
+    pub fn p99_ms(&self) -> f64 {
+        self.ok.value_at_quantile(0.99) as f64 / 1000.0
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Failures with another code than `code`.
+    pub fn failures_other_than(&self, code: Code) -> u64 {
+        let name = format!("{code:?}");
+        self.errors.iter().filter(|(c, _)| **c != name).map(|(_, n)| n).sum()
+    }
+}
+
+/// 1 µs to 60 s at three significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// `concurrency` callers, each calling `call(caller, n)` (its n-th request) back to back, for
+/// `warmup` (not recorded) and then `duration`.
+pub async fn closed_loop<F, Fut>(concurrency: usize, warmup: Duration, duration: Duration, call: F) -> Outcome
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let call = Arc::new(call);
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for caller in 0..concurrency {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcome = Outcome::new();
+            let mut n = 0;
+            loop {
+                let sent = Instant::now();
+                if sent >= end {
+                    break;
+                }
+                let result = call(caller, n).await;
+                n += 1;
+                if sent >= measure_from {
+                    outcome.record(sent.elapsed(), result);
+                }
+            }
+            outcome
+        }));
+    }
+    let mut total = Outcome::new();
+    for task in tasks {
+        total.merge(&task.await.expect("a load task"));
+    }
+    total.elapsed = duration;
+    total
+}
+
+/// `rate` requests a second for `duration`, each sent at its scheduled time whether or not the
+/// earlier ones answered, and timed from that scheduled time. `call(n)` makes the n-th.
+pub async fn fixed_rate<F, Fut>(rate: f64, duration: Duration, call: F) -> Outcome
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let outcome = Arc::new(Mutex::new(Outcome::new()));
+    let start = Instant::now();
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        let intended = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(intended).await;
+        let call = call.clone();
+        let outcome = outcome.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = call(n).await;
+            let latency = intended.elapsed();
+            outcome.lock().expect("outcome").record(latency, result);
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a load task");
+    }
+    let mut total = Arc::try_unwrap(outcome).expect("all tasks done").into_inner().expect("outcome");
+    total.elapsed = duration;
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn fixed_rate_counts_queueing_from_the_intended_start() {
+        // A server that answers one request at a time in 20 ms, offered 100 a second: each
+        // request waits behind the ones before it, and the histogram must show that wait.
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        let outcome = fixed_rate(100.0, Duration::from_secs(1), move |_| {
+            let lock = lock.clone();
+            async move {
+                let _one_at_a_time = lock.lock().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(outcome.ok.len(), 100);
+        // The last one was meant for 990 ms and finished at 100 × 20 ms = 2 s.
+        assert!(outcome.ok.max() >= 990_000, "max {} µs", outcome.ok.max());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_loop_records_only_after_the_warmup_and_counts_errors_by_code() {
+        let outcome = closed_loop(2, Duration::from_secs(1), Duration::from_secs(1), |_, n| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if n % 2 == 0 { Ok(()) } else { Err(tonic::Status::resource_exhausted("busy")) }
+        })
+        .await;
+        let total = outcome.ok.len() + outcome.failures();
+        assert!((190..=202).contains(&total), "{total} requests in the measured second");
+        assert_eq!(outcome.failures_other_than(Code::ResourceExhausted), 0);
+        assert!((outcome.rps() - 100.0).abs() <= 2.0, "{}", outcome.rps());
+    }
+}

@@ -1,0 +1,652 @@
+//! The cluster, its data, and the scenarios of issue #8, each against its baseline.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde_json::json;
+use sqlx::{AnyConnection, AssertSqlSafe, Connection};
+use tandem_proto::{
+    commissions::v1::{
+        self as commissions, commission_service_client::CommissionServiceClient,
+        customer_service_client::CustomerServiceClient,
+    },
+    common::v1::Money,
+    deals::v1::{self as deals, deal_service_client::DealServiceClient},
+    identity::v1::{
+        self as identity, Permission, access_service_client::AccessServiceClient,
+        auth_service_client::AuthServiceClient, program_service_client::ProgramServiceClient,
+    },
+    tiers::v1::{
+        self as tiers, points_service_client::PointsServiceClient, tier_service_client::TierServiceClient,
+    },
+};
+use tandem_system_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, Cluster, Options, SERVICES};
+use tonic::{Code, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{
+    Baseline, Memory, Report, Scenario, Timing,
+    load::{self, Outcome},
+    pgbench,
+    rss::{self, Peaks},
+};
+
+/// Callers of the closed-loop runs of the in-memory path, and of the database-bound ones (the
+/// services' pool size, and pgbench's clients).
+const CPU_CONCURRENCY: usize = 32;
+const DB_CONCURRENCY: usize = 16;
+/// The program of the tier-status data.
+const TEAMS: i64 = 10_000;
+const ENTRIES_PER_TEAM: i64 = 100;
+const CUSTOMERS: i64 = 1_000;
+const EVENT_RATE: f64 = 500.0;
+/// Requests in flight a service takes before it refuses with RESOURCE_EXHAUSTED.
+const MAX_CONCURRENT: usize = 64;
+
+fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("a token"));
+    request
+}
+
+fn usd(amount_minor: i64) -> Option<Money> {
+    Some(Money { currency_code: "USD".into(), amount_minor })
+}
+
+fn hex_id(prefix: &str, n: i64) -> String {
+    format!("{prefix}_{n:032x}")
+}
+
+/// Retries `f` until it succeeds, for up to `limit` (setup steps that wait on events).
+async fn eventually<T, Fut: Future<Output = Result<T, tonic::Status>>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Fut,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(status) if Instant::now() > deadline => bail!("{what}: {status:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// A few connections to one service, used in turn: one HTTP/2 connection would serialise the
+/// load generator on one socket.
+#[derive(Clone)]
+struct Pool(Arc<Vec<Channel>>, Arc<AtomicUsize>);
+
+impl Pool {
+    fn new(service: &tandem_system_tests::Service) -> Self {
+        Self(Arc::new((0..4).map(|_| service.channel()).collect()), Arc::new(AtomicUsize::new(0)))
+    }
+
+    fn get(&self) -> Channel {
+        self.0[self.1.fetch_add(1, Ordering::Relaxed) % self.0.len()].clone()
+    }
+}
+
+/// What the setup made: the staff token, a partner with a team enrolled in a program with
+/// tiers, and a commission plan.
+struct World {
+    admin: String,
+    partner: String,
+    partner_id: String,
+    team: String,
+    program: String,
+    plan: String,
+}
+
+async fn setup(cluster: &Cluster) -> anyhow::Result<World> {
+    let identity = cluster.identity.channel();
+    let login = |email: &'static str, password: &'static str| {
+        let identity = identity.clone();
+        async move {
+            eventually(&format!("{email} signs in"), Duration::from_secs(30), || {
+                let mut auth = AuthServiceClient::new(identity.clone());
+                async move {
+                    auth.authenticate(identity::AuthenticateRequest {
+                        email: email.into(),
+                        password: password.into(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().access_token)
+                }
+            })
+            .await
+        }
+    };
+    let signed_up = AuthServiceClient::new(identity.clone())
+        .sign_up(identity::SignUpRequest {
+            email: "bench@northwind.example".into(),
+            password: "bench-partner-password".into(),
+            display_name: "Bench".into(),
+            team_name: "Northwind".into(),
+        })
+        .await
+        .context("sign up")?
+        .into_inner();
+    let team = signed_up.team.context("a team")?.id;
+    let partner_id = signed_up.user.context("a user")?.id;
+    let partner = login("bench@northwind.example", "bench-partner-password").await?;
+    let admin = login(ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+    let program = ProgramServiceClient::new(identity.clone())
+        .create_program(authed(
+            &admin,
+            identity::CreateProgramRequest { name: "Solutions Partners".into(), ..Default::default() },
+        ))
+        .await
+        .context("create the program")?
+        .into_inner()
+        .program
+        .context("a program")?
+        .id;
+    ProgramServiceClient::new(identity.clone())
+        .join_program(authed(
+            &partner,
+            identity::JoinProgramRequest { program_id: program.clone(), team_id: team.clone() },
+        ))
+        .await
+        .context("join the program")?;
+    let mut tier_client = TierServiceClient::new(cluster.tiers.channel());
+    for (i, (name, threshold)) in
+        [("Silver", 1_000), ("Gold", 5_000), ("Platinum", 10_000), ("Diamond", 20_000)]
+            .into_iter()
+            .enumerate()
+    {
+        tier_client
+            .create_tier(authed(
+                &admin,
+                tiers::CreateTierRequest {
+                    program_id: program.clone(),
+                    name: name.into(),
+                    rank: i as i32 + 1,
+                    points_threshold: threshold,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .with_context(|| format!("create tier {name}"))?;
+    }
+    let plan = CommissionServiceClient::new(cluster.commissions.channel())
+        .create_commission_plan(authed(
+            &admin,
+            commissions::CreateCommissionPlanRequest {
+                name: "Resale".into(),
+                rate_bps: 1_500,
+                recurring_months: 12,
+                hold_days: 30,
+                minimum_payout: usd(5_000),
+                tier_multipliers: vec![],
+                request_id: "bench-plan".into(),
+            },
+        ))
+        .await
+        .context("create the plan")?
+        .into_inner()
+        .plan
+        .context("a plan")?
+        .id;
+    Ok(World { admin, partner, partner_id, team, program, plan })
+}
+
+fn register_request(world: &World, domain: i64, request_id: String) -> deals::RegisterDealRequest {
+    deals::RegisterDealRequest {
+        team_id: world.team.clone(),
+        program_id: world.program.clone(),
+        customer_name: format!("Customer {domain}"),
+        customer_domain: format!("c{domain}.example"),
+        amount: usd(1_000_000),
+        products: vec!["Sales Hub".into()],
+        client_market: "US".into(),
+        deal_type: deals::DealType::NewBusiness.into(),
+        request_id,
+        ..Default::default()
+    }
+}
+
+async fn sql(url: &str) -> anyhow::Result<AnyConnection> {
+    sqlx::any::install_default_drivers();
+    AnyConnection::connect(url).await.with_context(|| format!("connecting to {url}"))
+}
+
+fn scenario(
+    name: &str,
+    outcome: &Outcome,
+    baseline: Baseline,
+    target: &str,
+    met: impl FnOnce(f64) -> bool,
+) -> Scenario {
+    let ratio = if baseline.rps > 0.0 { outcome.rps() / baseline.rps } else { 0.0 };
+    let mut details = serde_json::Map::new();
+    if outcome.failures() > 0 {
+        details.insert("errors".into(), json!(outcome.errors));
+    }
+    Scenario {
+        name: name.into(),
+        rps: outcome.rps(),
+        p50_ms: outcome.p50_ms(),
+        p99_ms: outcome.p99_ms(),
+        baseline,
+        ratio,
+        target: target.into(),
+        met: met(ratio),
+        details,
+    }
+}
+
+fn progress(what: &str) {
+    eprintln!("tandem-bench: {what}");
+}
+
+pub async fn run(timing: Timing, quick: bool) -> anyhow::Result<Report> {
+    let options = Options {
+        release: true,
+        env: vec![
+            // The bench's few callers send far beyond one partner's fair share.
+            ("TANDEM_RATE_LIMIT_PER_SECOND".into(), "0".into()),
+            ("TANDEM_MAX_CONCURRENT_REQUESTS".into(), MAX_CONCURRENT.to_string()),
+            ("TANDEM_LOG_FORMAT".into(), "json".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ],
+        ..Options::default()
+    };
+    let started = Instant::now();
+    let cluster = Cluster::start(options)
+        .await?
+        .context("set TANDEM_TEST_POSTGRES_URL (scripts/bench does when PostgreSQL answers locally)")?;
+    progress(&format!("cluster up in {:.1?}", started.elapsed()));
+    let world = Arc::new(setup(&cluster).await?);
+
+    let pids: Vec<(String, u32)> = [&cluster.identity, &cluster.commissions, &cluster.tiers, &cluster.deals]
+        .iter()
+        .map(|s| (s.name.to_owned(), s.pid().expect("running")))
+        .collect();
+    // Idle: started, migrated and set up, before any load.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle: HashMap<String, f64> =
+        pids.iter().map(|(name, pid)| (name.clone(), rss::rss_mib(*pid).unwrap_or_default())).collect();
+    let peaks = Peaks::default();
+    let sampler = peaks.sample(pids.clone());
+
+    let mut scenarios = Vec::new();
+    scenarios.push(check_permission(&cluster, &world, timing).await?);
+    scenarios.push(register_deal(&cluster, &world, timing).await?);
+    scenarios.push(record_payment(&cluster, &world, timing).await?);
+    let tier_status = tier_status(&cluster, &world, timing).await?;
+    let peak = tier_status.rps;
+    scenarios.push(tier_status);
+    scenarios.push(event_lag(&cluster, &world, timing).await?);
+    scenarios.push(overload(&cluster, &world, timing, peak, pids[2].1).await?);
+    sampler.abort();
+
+    let memory = SERVICES
+        .iter()
+        .map(|name| Memory {
+            service: (*name).to_owned(),
+            idle_rss_mib: idle[*name],
+            loaded_rss_mib: peaks.get(name).max(idle[*name]),
+        })
+        .collect();
+    progress(&format!("done in {:.1?}", started.elapsed()));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(Report { scenarios, memory, quick, cpus })
+}
+
+async fn check_permission(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
+    progress("check_permission vs grpc.health.v1/Check");
+    let pool = Pool::new(&cluster.identity);
+    let health = {
+        let pool = pool.clone();
+        load::closed_loop(CPU_CONCURRENCY, timing.warmup, timing.run, move |_, _| {
+            let mut client = HealthClient::new(pool.get());
+            async move { client.check(HealthCheckRequest { service: String::new() }).await.map(|_| ()) }
+        })
+        .await
+    };
+    let world = world.clone();
+    let outcome = load::closed_loop(CPU_CONCURRENCY, timing.warmup, timing.run, move |_, _| {
+        let mut client = AccessServiceClient::new(pool.get());
+        let request = authed(
+            &world.partner,
+            identity::CheckPermissionRequest {
+                user_id: world.partner_id.clone(),
+                team_id: world.team.clone(),
+                permission: Permission::DealsContribute.into(),
+            },
+        );
+        async move {
+            let allowed = client.check_permission(request).await?.into_inner().allowed;
+            if allowed { Ok(()) } else { Err(tonic::Status::internal("the owner was refused")) }
+        }
+    })
+    .await;
+    let baseline = Baseline { name: "grpc.health.v1/Check (identity)".into(), rps: health.rps() };
+    Ok(scenario("check_permission", &outcome, baseline, "ratio >= 0.7", |r| r >= 0.7))
+}
+
+async fn register_deal(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
+    progress("register_deal vs pgbench");
+    // Deals learns of the enrollment from identity's events: wait for it.
+    let deals_channel = cluster.deals.channel();
+    eventually("deals accepts a registration", Duration::from_secs(30), || {
+        let mut client = DealServiceClient::new(deals_channel.clone());
+        let request = authed(&world.partner, register_request(world, 0, "bench-first".into()));
+        async move { client.register_deal(request).await }
+    })
+    .await?;
+    let pool = Pool::new(&cluster.deals);
+    let w = world.clone();
+    let outcome = load::closed_loop(DB_CONCURRENCY, timing.warmup, timing.run, move |caller, n| {
+        let mut client = DealServiceClient::new(pool.get());
+        let domain = rand::thread_rng().gen_range(1..=10_000);
+        let request = authed(&w.partner, register_request(&w, domain, format!("bench-{caller}-{n}")));
+        async move { client.register_deal(request).await.map(|_| ()) }
+    })
+    .await;
+    let tps = pgbench::tps(
+        cluster.database_url("deals"),
+        &pgbench::script("register_deal.sql"),
+        DB_CONCURRENCY,
+        timing.run,
+        &[("team", &world.team), ("user", &world.partner_id), ("program", &world.program)],
+    )?;
+    let baseline = Baseline { name: "pgbench, same SQL in one transaction".into(), rps: tps };
+    Ok(scenario("register_deal", &outcome, baseline, "ratio >= 0.6", |r| r >= 0.6))
+}
+
+async fn record_payment(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
+    progress("record_payment vs pgbench");
+    // Customers of the partner's team, their domains verified, with ids pgbench can name.
+    let mut db = sql(cluster.database_url("commissions")).await?;
+    sqlx::query(
+        "INSERT INTO customers (id, team_id, org_name, domain, super_admin_email, plan, licences, \
+           renewal_date, currency_code, monthly_price_minor, previous_price_minor, renewal_term_months, \
+           txt_token, domain_verified, owner_user_id, first_commission_time, create_time, update_time) \
+         SELECT 'cust_' || lpad(to_hex(n), 32, '0'), $1, 'Customer ' || n, 'cust' || n || '.example', \
+           'admin@cust' || n || '.example', 'Professional', 10, NULL, 'USD', 100000, 100000, 12, \
+           md5(n::text), 1, $2, NULL, $3, $3 \
+         FROM generate_series(1::bigint, $4::bigint) AS n",
+    )
+    .bind(&world.team)
+    .bind(&world.partner_id)
+    .bind(tandem_platform_now())
+    .bind(CUSTOMERS)
+    .execute(&mut db)
+    .await
+    .context("load customers")?;
+    db.close().await?;
+    let pool = Pool::new(&cluster.commissions);
+    let w = world.clone();
+    let outcome = load::closed_loop(DB_CONCURRENCY, timing.warmup, timing.run, move |caller, n| {
+        let mut client = CustomerServiceClient::new(pool.get());
+        let customer = hex_id("cust", rand::thread_rng().gen_range(1..=CUSTOMERS));
+        let request = authed(
+            &w.partner,
+            commissions::RecordPaymentRequest {
+                customer_id: customer,
+                amount: usd(10_000),
+                request_id: format!("bench-{caller}-{n}"),
+            },
+        );
+        async move { client.record_payment(request).await.map(|_| ()) }
+    })
+    .await;
+    let customers = CUSTOMERS.to_string();
+    let tps = pgbench::tps(
+        cluster.database_url("commissions"),
+        &pgbench::script("record_payment.sql"),
+        DB_CONCURRENCY,
+        timing.run,
+        &[("team", &world.team), ("plan", &world.plan), ("customers", &customers)],
+    )?;
+    let baseline = Baseline { name: "pgbench, same SQL".into(), rps: tps };
+    Ok(scenario("record_payment", &outcome, baseline, "ratio >= 0.6", |r| r >= 0.6))
+}
+
+fn tandem_platform_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_micros() as i64
+}
+
+async fn tier_status(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
+    progress("tier_status: loading 10,000 teams x 100 points entries");
+    let started = Instant::now();
+    let mut db = sql(cluster.database_url("tiers")).await?;
+    let day = 86_400_000_000_i64;
+    for batch in 0..TEAMS / 1_000 {
+        sqlx::query(
+            "INSERT INTO points_entries (id, program_id, team_id, client_id, kind, points, earned_at, \
+               deal_type, market_type, deal_id, reason, sourced_usd_cents, create_time) \
+             SELECT 'pts_' || lpad(to_hex(t), 16, '0') || lpad(to_hex(e), 16, '0'), $1, \
+                    'team_' || lpad(to_hex(t), 32, '0'), 'client' || (e % 20) || '.example', \
+                    CASE WHEN e % 3 = 0 THEN 'MANAGED' ELSE 'SOLD' END, 1 + (random() * 200)::bigint, \
+                    $2 - (random() * 540 * $3)::bigint, 'NEW_BUSINESS', 'STANDARD', NULL, '', \
+                    (random() * 200000)::bigint, $2 \
+             FROM generate_series($4::bigint, $5::bigint) AS t, generate_series(1::bigint, $6::bigint) AS e",
+        )
+        .bind(&world.program)
+        .bind(tandem_platform_now())
+        .bind(day)
+        .bind(batch * 1_000)
+        .bind(batch * 1_000 + 999)
+        .bind(ENTRIES_PER_TEAM)
+        .execute(&mut db)
+        .await
+        .context("load points entries")?;
+    }
+    sqlx::query("VACUUM ANALYZE points_entries").execute(&mut db).await?;
+    // Flush the load's dirty pages now: a checkpoint during the measured run (the load writes
+    // several hundred MiB of WAL) would slow the service's run and not pgbench's, which follows.
+    sqlx::query("CHECKPOINT").execute(&mut db).await?;
+    db.close().await?;
+    progress(&format!("tier_status: loaded in {:.1?}", started.elapsed()));
+    let pool = Pool::new(&cluster.tiers);
+    let w = world.clone();
+    let outcome = load::closed_loop(DB_CONCURRENCY, timing.warmup, timing.run, move |_, _| {
+        let mut client = PointsServiceClient::new(pool.get());
+        let team = hex_id("team", rand::thread_rng().gen_range(0..TEAMS));
+        let request = authed(
+            &w.admin,
+            tiers::GetTierStatusRequest {
+                team_id: team,
+                program_id: w.program.clone(),
+                target_tier_id: String::new(),
+            },
+        );
+        async move {
+            let status = client.get_tier_status(request).await?.into_inner();
+            if status.total_points > 0 {
+                Ok(())
+            } else {
+                Err(tonic::Status::internal("a team without points"))
+            }
+        }
+    })
+    .await;
+    let tps = pgbench::tps(
+        cluster.database_url("tiers"),
+        &pgbench::script("tier_status.sql"),
+        DB_CONCURRENCY,
+        timing.run,
+        &[("program", &world.program)],
+    )?;
+    let baseline = Baseline { name: "pgbench, same SELECTs".into(), rps: tps };
+    let p99 = outcome.p99_ms();
+    Ok(scenario("tier_status", &outcome, baseline, "ratio >= 0.5, p99 <= 10 ms", |r| r >= 0.5 && p99 <= 10.0))
+}
+
+async fn event_lag(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
+    let count = (EVENT_RATE * timing.run.as_secs_f64()) as i64;
+    progress(&format!("event_lag: {count} deals won at {EVENT_RATE}/s"));
+    // Approved registrations to win, copied from a registered one (only the close is measured).
+    let first = 1_000_000_i64;
+    let mut db = sql(cluster.database_url("deals")).await?;
+    let template: (String,) = sqlx::query_as("SELECT id FROM deals WHERE team_id = $1 ORDER BY id LIMIT 1")
+        .bind(&world.team)
+        .fetch_one(&mut db)
+        .await?;
+    let columns = "team_id, program_id, customer_name, currency_code, amount_minor, products, \
+                   expected_close_time, client_market, deal_type, pipeline_id, stage, conflicting_deal_id, \
+                   will_manage, outcome, close_time, registration_expire_time, rejection_reason, create_time, \
+                   update_time";
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO deals (id, customer_domain, registration_status, {columns}) \
+         SELECT 'deal_' || lpad(to_hex(n), 32, '0'), 'won' || n || '.example', 'APPROVED', {columns} \
+         FROM deals, generate_series($2::bigint, $3::bigint) AS n WHERE id = $1"
+    )))
+    .bind(&template.0)
+    .bind(first)
+    .bind(first + count - 1)
+    .execute(&mut db)
+    .await
+    .context("copy approved deals")?;
+    sqlx::query(
+        "INSERT INTO deal_team (deal_id, user_id, side, add_time) \
+         SELECT 'deal_' || lpad(to_hex(n), 32, '0'), $1, 'PARTNER', 0 \
+         FROM generate_series($2::bigint, $3::bigint) AS n",
+    )
+    .bind(&world.partner_id)
+    .bind(first)
+    .bind(first + count - 1)
+    .execute(&mut db)
+    .await?;
+    sqlx::query("ANALYZE deals").execute(&mut db).await?;
+
+    let pool = Pool::new(&cluster.deals);
+    let w = world.clone();
+    let closes = load::fixed_rate(EVENT_RATE, timing.run, move |n| {
+        let mut client = DealServiceClient::new(pool.get());
+        let request = authed(
+            &w.partner,
+            deals::CloseDealRequest {
+                deal_id: hex_id("deal", first + n as i64),
+                outcome: deals::DealOutcome::Won.into(),
+            },
+        );
+        async move { client.close_deal(request).await.map(|_| ()) }
+    })
+    .await;
+    let won = closes.ok.len() as i64;
+
+    // The lag of each: from the deal's close (its close_time, stamped in the committing
+    // transaction) to when tiers applied it (its points entry's create_time).
+    let mut tiers_db = sql(cluster.database_url("tiers")).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let applied: Vec<(String, i64)> = loop {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT deal_id, MIN(create_time) FROM points_entries WHERE deal_id >= $1 AND deal_id <= $2 \
+             GROUP BY deal_id",
+        )
+        .bind(hex_id("deal", first))
+        .bind(hex_id("deal", first + count - 1))
+        .fetch_all(&mut tiers_db)
+        .await?;
+        if rows.len() as i64 >= won || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let closed: HashMap<String, i64> = sqlx::query_as(
+        "SELECT id, close_time FROM deals WHERE id >= $1 AND id <= $2 AND close_time IS NOT NULL",
+    )
+    .bind(hex_id("deal", first))
+    .bind(hex_id("deal", first + count - 1))
+    .fetch_all(&mut db)
+    .await?
+    .into_iter()
+    .collect();
+    let mut lag = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for (deal, applied_at) in &applied {
+        if let Some(closed_at) = closed.get(deal) {
+            lag.saturating_record((applied_at - closed_at).max(1) as u64);
+        }
+    }
+    let rps = lag.len() as f64 / timing.run.as_secs_f64();
+    let p99 = lag.value_at_quantile(0.99) as f64 / 1000.0;
+    let mut details = serde_json::Map::new();
+    details.insert("deals_won".into(), json!(won));
+    details.insert("points_applied".into(), json!(lag.len()));
+    details.insert("close_deal_p99_ms".into(), json!(closes.p99_ms()));
+    details.insert("lag_max_ms".into(), json!(lag.max() as f64 / 1000.0));
+    if closes.failures() > 0 {
+        details.insert("errors".into(), json!(closes.errors));
+    }
+    Ok(Scenario {
+        name: "event_lag".into(),
+        rps,
+        p50_ms: lag.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: p99,
+        baseline: Baseline { name: "offered: won deals a second".into(), rps: EVENT_RATE },
+        ratio: rps / EVENT_RATE,
+        target: "p99 <= 200 ms at 500 events/s".into(),
+        met: p99 <= 200.0 && lag.len() as i64 == won && won == count,
+        details,
+    })
+}
+
+async fn overload(
+    cluster: &Cluster,
+    world: &Arc<World>,
+    timing: Timing,
+    peak: f64,
+    tiers_pid: u32,
+) -> anyhow::Result<Scenario> {
+    let rate = 2.0 * peak;
+    progress(&format!("overload: tier_status at {rate:.0}/s, twice its peak"));
+    let before = rss::rss_mib(tiers_pid).unwrap_or_default();
+    let pool = Pool::new(&cluster.tiers);
+    let w = world.clone();
+    let outcome = load::fixed_rate(rate, timing.run, move |_| {
+        let mut client = PointsServiceClient::new(pool.get());
+        let team = hex_id("team", rand::thread_rng().gen_range(0..TEAMS));
+        let request = authed(
+            &w.admin,
+            tiers::GetTierStatusRequest {
+                team_id: team,
+                program_id: w.program.clone(),
+                target_tier_id: String::new(),
+            },
+        );
+        async move { client.get_tier_status(request).await.map(|_| ()) }
+    })
+    .await;
+    let after = rss::rss_mib(tiers_pid).unwrap_or_default();
+    let goodput_ratio = outcome.rps() / peak;
+    let refused = outcome.errors.get(&format!("{:?}", Code::ResourceExhausted)).copied().unwrap_or_default();
+    let other = outcome.failures_other_than(Code::ResourceExhausted);
+    let refused_p99_ms = outcome.failed.value_at_quantile(0.99) as f64 / 1000.0;
+    let mut details = serde_json::Map::new();
+    details.insert("offered_rps".into(), json!(rate));
+    details.insert("goodput_ratio".into(), json!(goodput_ratio));
+    details.insert("refused".into(), json!(refused));
+    details.insert("refused_p99_ms".into(), json!(refused_p99_ms));
+    details.insert("other_errors".into(), json!(other));
+    details.insert("rss_before_mib".into(), json!(before));
+    details.insert("rss_after_mib".into(), json!(after));
+    if outcome.failures() > 0 {
+        details.insert("errors".into(), json!(outcome.errors));
+    }
+    Ok(Scenario {
+        name: "overload".into(),
+        rps: outcome.rps(),
+        p50_ms: outcome.p50_ms(),
+        p99_ms: outcome.p99_ms(),
+        baseline: Baseline { name: "tier_status peak (closed loop)".into(), rps: peak },
+        ratio: goodput_ratio,
+        target: "goodput >= 90% of peak, excess RESOURCE_EXHAUSTED, RSS flat".into(),
+        met: goodput_ratio >= 0.9 && other == 0 && after - before < 16.0,
+        details,
+    })
+}
