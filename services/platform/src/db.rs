@@ -77,6 +77,20 @@ impl From<sqlx::migrate::MigrateError> for DbError {
 /// [`dialect`] where PostgreSQL and SQLite differ.
 pub type MigrationSource = (i64, &'static str, &'static str);
 
+/// Serialises, until `tx` ends, the transactions that take the same `key`: on PostgreSQL a
+/// transaction-scoped advisory lock; SQLite's writers are serialised already (`BEGIN
+/// IMMEDIATE`). For a read-then-write decision that two transactions must not both make from
+/// the same stale read.
+pub async fn lock(tx: &mut Tx, key: &str) -> Result<(), DbError> {
+    if (**tx).backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))::TEXT")
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The platform's own tables (idempotency records, outbox, handled events), in every
 /// service's database. Service migrations use versions from 100.
 pub const PLATFORM_MIGRATIONS: &[MigrationSource] = &[

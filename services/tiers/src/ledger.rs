@@ -103,6 +103,9 @@ pub async fn refresh_credited_tier(
     team_id: &str,
     now: Micros,
 ) -> Result<bool> {
+    // Two transactions adding points to one team at once must not both decide from the
+    // points they see without the other's: the second waits and then sees both.
+    tandem_platform::db::lock(tx, &format!("tiers:credited:{program_id}:{team_id}")).await?;
     let inputs = status_inputs(tx, program_id, team_id, now).await?;
     let credited = inputs.credited();
     let tier_id = credited.map_or("", |t| t.id.as_str());

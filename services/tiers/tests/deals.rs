@@ -128,6 +128,50 @@ async fn a_won_deal_credits_points_once_and_changes_the_tier(db: TestDb) {
     assert_eq!(status(&h, &h.team).await.total_points, 173 + 123);
 }
 
+/// Deals of one team applied at the same time (several consumers, or a staff adjustment
+/// beside a deal) still announce the tier their sum reaches, once.
+async fn concurrent_deals_of_one_team_announce_the_tier_they_reach_together(db: TestDb) {
+    let h = Harness::start(db).await;
+    let gold = h
+        .tier
+        .clone()
+        .create_tier(req(
+            &h.staff,
+            pb::CreateTierRequest {
+                program_id: h.program.clone(),
+                name: "Gold".into(),
+                rank: 1,
+                points_threshold: 1_000,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tier
+        .unwrap();
+    let handler = h.tiers.deal_handler();
+    // Ten deals of 100 points each: only all ten together reach Gold.
+    let events: Vec<Event> =
+        (0..10).map(|i| deal(&h, &h.team, &format!("client-{i}.example"), 100_000, false)).collect();
+    let tasks: Vec<_> = events
+        .into_iter()
+        .map(|e| {
+            let handler = handler.clone();
+            tokio::spawn(async move { handler.handle(&e).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let s = status(&h, &h.team).await;
+    assert_eq!(s.sold_points, 1_000);
+    assert_eq!(s.credited_tier.map(|t| t.id), Some(gold.id.clone()));
+    let changes = tier_changes(&h).await;
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].tier_id, gold.id);
+}
+
 async fn managed_points_are_split_with_the_other_managing_partners(db: TestDb) {
     let h = Harness::start(db).await;
     let handler = h.tiers.deal_handler();
@@ -255,6 +299,7 @@ async fn the_sweep_announces_tier_changes_nobody_acted_on(db: TestDb) {
 tandem_platform::backend_tests!(
     the_sweep_announces_tier_changes_nobody_acted_on,
     a_won_deal_credits_points_once_and_changes_the_tier,
+    concurrent_deals_of_one_team_announce_the_tier_they_reach_together,
     managed_points_are_split_with_the_other_managing_partners,
     a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_exists,
 );
