@@ -25,6 +25,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use prost::Message;
 use redis::{
     RedisError, Value,
@@ -63,6 +64,9 @@ pub struct RedisBusSettings {
     /// A consumer idle this long with nothing pending has left for good (a replaced pod) and
     /// is removed from its group.
     pub departed_after: Duration,
+    /// How many aggregates' events a consumer applies at once; each aggregate's events are
+    /// applied one after the other, in order.
+    pub concurrency: usize,
 }
 
 impl Default for RedisBusSettings {
@@ -78,6 +82,7 @@ impl Default for RedisBusSettings {
             max_deliveries: 10,
             trim_interval: Duration::from_secs(60),
             departed_after: Duration::from_secs(3600),
+            concurrency: 8,
         }
     }
 }
@@ -323,16 +328,13 @@ impl Consumer {
                         tracing::info!(stream = %self.stream, group = %self.group, "event bus reachable again");
                         failures = 0;
                     }
-                    if entries.is_empty() {
-                        own_pending = None;
+                    match entries.last() {
+                        None => own_pending = None,
+                        Some(last) if own_pending.is_some() => own_pending = Some(last.id.clone()),
+                        Some(_) => {}
                     }
-                    for entry in entries {
-                        if own_pending.is_some() {
-                            own_pending = Some(entry.id.clone());
-                        }
-                        if let Outcome::Stopped = self.process(&entry).await {
-                            return;
-                        }
+                    if let Outcome::Stopped = self.process_batch(&entries).await {
+                        return;
                     }
                 }
                 Err(err) if is_no_group(&err) => group_ready = false,
@@ -445,7 +447,40 @@ impl Consumer {
         Ok(())
     }
 
-    async fn process(&mut self, entry: &StreamId) -> Outcome {
+    /// Applies a batch: the entries of one aggregate in order, different aggregates side by
+    /// side (at most [`RedisBusSettings::concurrency`] at once).
+    async fn process_batch(&self, entries: &[StreamId]) -> Outcome {
+        let mut chains: Vec<Vec<&StreamId>> = Vec::new();
+        let mut chain_of: HashMap<&[u8], usize> = HashMap::new();
+        for entry in entries {
+            match entry.map.get("aggregate") {
+                Some(Value::BulkString(aggregate)) if !aggregate.is_empty() => {
+                    let i = *chain_of.entry(aggregate.as_slice()).or_insert_with(|| {
+                        chains.push(Vec::new());
+                        chains.len() - 1
+                    });
+                    chains[i].push(entry);
+                }
+                _ => chains.push(vec![entry]),
+            }
+        }
+        let chains: Vec<_> = chains.into_iter().map(|chain| self.process_chain(chain)).collect();
+        let outcomes: Vec<Outcome> =
+            futures::stream::iter(chains).buffer_unordered(self.settings.concurrency.max(1)).collect().await;
+        if outcomes.iter().any(|o| matches!(o, Outcome::Stopped)) { Outcome::Stopped } else { Outcome::Done }
+    }
+
+    /// One aggregate's entries, in order.
+    async fn process_chain(&self, chain: Vec<&StreamId>) -> Outcome {
+        for entry in chain {
+            if let Outcome::Stopped = self.process(entry).await {
+                return Outcome::Stopped;
+            }
+        }
+        Outcome::Done
+    }
+
+    async fn process(&self, entry: &StreamId) -> Outcome {
         let event = match decode(entry) {
             Ok(event) => event,
             Err(error) => {
@@ -489,23 +524,29 @@ impl Consumer {
     }
 
     /// Sleeps unless asked to stop; false when stopping.
-    async fn pause(&mut self, duration: Duration) -> bool {
+    async fn pause(&self, duration: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        if *stop.borrow_and_update() {
+            return false;
+        }
         tokio::select! {
-            () = tokio::time::sleep(duration) => !*self.stop.borrow(),
-            _ = self.stop.changed() => false,
+            () = tokio::time::sleep(duration) => !*stop.borrow(),
+            _ = stop.changed() => false,
         }
     }
 
-    async fn ack(&mut self, id: &str) {
+    async fn ack(&self, id: &str) {
+        let mut conn = self.conn.clone();
         let acked: Result<i64, RedisError> =
-            redis::cmd("XACK").arg(&self.stream).arg(&self.group).arg(id).query_async(&mut self.conn).await;
+            redis::cmd("XACK").arg(&self.stream).arg(&self.group).arg(id).query_async(&mut conn).await;
         if let Err(err) = acked {
             // Delivered again later; the handler skips what it already applied.
             tracing::warn!(stream = %self.stream, group = %self.group, entry = id, error = %err, "could not acknowledge an applied event");
         }
     }
 
-    async fn dead_letter(&mut self, entry: &StreamId, error: &str) {
+    async fn dead_letter(&self, entry: &StreamId, error: &str) {
+        let mut conn = self.conn.clone();
         tracing::error!(stream = %self.stream, group = %self.group, entry = %entry.id, error, "event dead-lettered");
         metrics::event_dead_lettered(&self.stream, &self.group);
         let field = |name: &str| match entry.map.get(name) {
@@ -528,7 +569,7 @@ impl Consumer {
             .arg(error)
             .arg("event")
             .arg(field("event"))
-            .query_async(&mut self.conn)
+            .query_async(&mut conn)
             .await;
         if let Err(err) = added {
             tracing::error!(stream = %self.dead_letters, error = %err, "could not write the dead letter");

@@ -379,3 +379,55 @@ async fn consumers_that_left_are_removed_from_their_group() {
     eventually("the replaced pod is forgotten", async || consumers(&mut conn).await == ["live-pod"]).await;
     bus.close();
 }
+
+/// Records when each event was applied, taking a while over each, and how many were being
+/// applied at once.
+#[derive(Default)]
+struct Slow {
+    applied: Mutex<Vec<(String, String)>>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl EventHandler for Slow {
+    async fn handle(&self, event: &Event) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.applied.lock().unwrap().push((event.aggregate_id.clone(), event.id.clone()));
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn different_aggregates_are_applied_side_by_side_and_each_in_order() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("side-by-side");
+    let settings = RedisBusSettings { concurrency: 4, ..quick_settings("c1") };
+    let bus = RedisBus::connect(&url, settings).unwrap();
+    let handler = Arc::new(Slow::default());
+    bus.subscribe(&stream, "g", handler.clone()).await.unwrap();
+    // Six aggregates, five events each, interleaved.
+    let events: Vec<Event> = (0..5)
+        .flat_map(|n| {
+            (0..6).map(move |a| Event { aggregate_id: format!("agg-{a}"), ..event(&format!("agg-{a}/{n}")) })
+        })
+        .collect();
+    bus.publish(&stream, &events).await.unwrap();
+    eventually("all applied", async || handler.applied.lock().unwrap().len() == 30).await;
+
+    let applied = handler.applied.lock().unwrap().clone();
+    for a in 0..6 {
+        let aggregate = format!("agg-{a}");
+        let order: Vec<&str> =
+            applied.iter().filter(|(g, _)| *g == aggregate).map(|(_, id)| id.as_str()).collect();
+        let expected: Vec<String> = (0..5).map(|n| format!("{aggregate}/{n}")).collect();
+        assert_eq!(order, expected, "one aggregate's events apply in order");
+    }
+    let most = handler.most_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=4).contains(&most), "applied side by side, at most 4 at once: {most}");
+    bus.close();
+}
