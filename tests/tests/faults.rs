@@ -14,13 +14,7 @@ use tandem_proto::{
     deals::v1::{self as deals, deal_service_client::DealServiceClient},
     identity::v1::{self as identity, auth_service_client::AuthServiceClient},
 };
-use tandem_system_tests::{Cluster, Options, PrivatePostgres};
-
-fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
+use tandem_system_tests::{Cluster, Options, PrivatePostgres, authed};
 
 /// What one call of the load came to.
 struct Outcome {

@@ -30,14 +30,8 @@ use tandem_proto::{
         self as tiers, points_service_client::PointsServiceClient, tier_service_client::TierServiceClient,
     },
 };
-use tandem_system_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, Cluster, Options, free_port};
+use tandem_system_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, Cluster, Options, authed, free_port};
 use tonic::transport::Channel;
-
-fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 fn usd(amount_minor: i64) -> Option<Money> {
     Some(Money { currency_code: "USD".into(), amount_minor })
@@ -99,21 +93,8 @@ impl Collector {
         format!("http://{addr}")
     }
 
-    /// The services that took part in the trace of which `service` recorded a span named like
+    /// The (service, span) pairs of the trace in which `service` recorded a span named like
     /// `span`.
-    fn services_in_trace_of(&self, service: &str, span: &str) -> Vec<String> {
-        let traces = self.0.lock().unwrap();
-        let Some(spans) =
-            traces.values().find(|spans| spans.iter().any(|(s, n)| s == service && n.contains(span)))
-        else {
-            return Vec::new();
-        };
-        let mut services: Vec<String> = spans.iter().map(|(s, _)| s.clone()).collect();
-        services.sort();
-        services.dedup();
-        services
-    }
-
     fn spans_of_trace_with(&self, service: &str, span: &str) -> Vec<(String, String)> {
         let traces = self.0.lock().unwrap();
         traces
@@ -121,6 +102,15 @@ impl Collector {
             .find(|spans| spans.iter().any(|(s, n)| s == service && n.contains(span)))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The services that took part in that trace.
+    fn services_in_trace_of(&self, service: &str, span: &str) -> Vec<String> {
+        let mut services: Vec<String> =
+            self.spans_of_trace_with(service, span).into_iter().map(|(s, _)| s).collect();
+        services.sort();
+        services.dedup();
+        services
     }
 }
 

@@ -91,6 +91,38 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// Creates `group` on `stream` from its start, as the bus does.
+async fn create_group(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// Delivers the group's new entries to `consumer`, which acknowledges none of them.
+async fn read_without_acknowledging(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+) {
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
 async fn pending(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> i64 {
     let summary: (i64, redis::Value, redis::Value, redis::Value) =
         redis::cmd("XPENDING").arg(stream).arg(group).query_async(conn).await.unwrap();
@@ -174,27 +206,10 @@ async fn a_delivery_left_by_a_dead_consumer_is_reclaimed() {
     let stream = stream_name("reclaim");
     let mut conn = redis(&url).await;
     let publisher = RedisBus::connect(&url, quick_settings("publisher")).unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("g")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, &stream, "g").await;
     publisher.publish(&stream, &[event("orphan")]).await.unwrap();
     // A consumer reads it and dies before acknowledging.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("crashed")
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    read_without_acknowledging(&mut conn, &stream, "g", "crashed").await;
     assert_eq!(pending(&mut conn, &stream, "g").await, 1);
 
     let bus = RedisBus::connect(&url, quick_settings("survivor")).unwrap();
@@ -210,29 +225,12 @@ async fn a_restarted_consumer_applies_what_it_had_not_acknowledged() {
     let Some(url) = redis_url() else { return };
     let stream = stream_name("restart");
     let mut conn = redis(&url).await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("g")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, &stream, "g").await;
     let settings = RedisBusSettings { claim_idle: Duration::from_secs(3600), ..quick_settings("pod-1") };
     let bus = RedisBus::connect(&url, settings.clone()).unwrap();
     bus.publish(&stream, &[event("in-flight")]).await.unwrap();
     // pod-1 read it, then was killed.
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("pod-1")
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    read_without_acknowledging(&mut conn, &stream, "g", "pod-1").await;
     // Restarted under the same name, it starts with its own pending deliveries, without
     // waiting for the claim timeout.
     let handler = Arc::new(Recorder::default());
@@ -268,15 +266,7 @@ async fn trimming_keeps_every_entry_some_group_still_needs() {
     let fast = Arc::new(Recorder::default());
     bus.subscribe(&stream, "fast", fast.clone()).await.unwrap();
     // A second group exists but has read nothing yet (its service is down).
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("slow")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, &stream, "slow").await;
     let events: Vec<Event> = (0..10).map(|i| event(&format!("e{i}"))).collect();
     bus.publish(&stream, &events).await.unwrap();
     eventually("fast group done", async || fast.applied().len() == 10).await;
@@ -336,28 +326,11 @@ async fn consumers_that_left_are_removed_from_their_group() {
     let Some(url) = redis_url() else { return };
     let stream = stream_name("departed");
     let mut conn = redis(&url).await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&stream)
-        .arg("g")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    create_group(&mut conn, &stream, "g").await;
     // A pod that applied an event, acknowledged it and was replaced.
     let id: String =
         redis::cmd("XADD").arg(&stream).arg("*").arg("id").arg("e").query_async(&mut conn).await.unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("replaced-pod")
-        .arg("STREAMS")
-        .arg(&stream)
-        .arg(">")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    read_without_acknowledging(&mut conn, &stream, "g", "replaced-pod").await;
     let _: i64 = redis::cmd("XACK").arg(&stream).arg("g").arg(&id).query_async(&mut conn).await.unwrap();
     let consumers = async |conn: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
         let infos: Vec<HashMap<String, redis::Value>> =
