@@ -13,11 +13,8 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    AsyncCommands,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
-use tandem_platform::time::now_micros;
+use redis::{AsyncCommands, aio::ConnectionManager};
+use tandem_platform::{redis_bus::lazy_connection, time::now_micros};
 use tandem_proto::identity::v1::{RewardsVisibility, StaffRole, TeamRole};
 
 use crate::cache::{TeamAccess, UserStatus};
@@ -49,11 +46,7 @@ fn micros(d: Duration) -> i64 {
 impl SharedAccessCache {
     /// Connects lazily to `url`.
     pub fn connect(url: &str) -> redis::RedisResult<Self> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_millis(250)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
+        let conn = lazy_connection(&redis::Client::open(url)?, Duration::from_millis(250))?;
         Ok(Self { conn, skip_until: AtomicI64::new(0) })
     }
 

@@ -189,12 +189,21 @@ impl RedisBus {
 }
 
 fn connection(client: &redis::Client, response_timeout: Duration) -> Result<ConnectionManager, BusError> {
+    lazy_connection(client, response_timeout).map_err(unavailable)
+}
+
+/// A connection to Redis that opens on first use and reconnects by itself, giving up on a
+/// call after `response_timeout`: how every Tandem service talks to Redis.
+pub fn lazy_connection(
+    client: &redis::Client,
+    response_timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(response_timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
 }
 
 fn string(value: Option<&Value>) -> String {
