@@ -79,6 +79,8 @@ pub fn calculate(
     let usd = usd_amount(amount, rates.usd_per_unit)?;
     let sold = sold_points(usd, rates.multiplier)?;
     let managed = if will_manage { managed_points(sold, other_managing_partners) } else { 0 };
+    // The total must be representable too, or the calculator would show a wrong sum.
+    sold.checked_add(managed).ok_or(PointsError::TooLarge)?;
     Ok(Calculation { usd, sold, managed })
 }
 
@@ -135,6 +137,16 @@ mod tests {
 
     fn rates(usd_per_unit: &str, multiplier: &str) -> Rates {
         Rates { usd_per_unit: d(usd_per_unit), multiplier: d(multiplier) }
+    }
+
+    #[test]
+    fn a_sale_whose_total_would_not_fit_is_refused() {
+        // Ten billion dollars at a multiplier of six billion: the sold points fit in an i64,
+        // the sold and managed points together do not.
+        let amount = Amount::new(1_000_000_000_000, "USD");
+        let rates = rates("1", "6000000000");
+        assert_eq!(calculate(&amount, rates, false, 0).map(|c| c.sold), Ok(6_000_000_000_000_000_000));
+        assert_eq!(calculate(&amount, rates, true, 0), Err(PointsError::TooLarge));
     }
 
     #[test]
