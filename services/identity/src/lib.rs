@@ -2,6 +2,7 @@
 //! domains, programs and enrolments, partner applications, the permission check every service
 //! asks, and the notifications inbox.
 
+pub mod allocator;
 pub mod api;
 pub mod cache;
 pub mod domain;

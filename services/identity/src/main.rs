@@ -101,6 +101,7 @@ fn previous_keys(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<tandem_prot
 }
 
 async fn serve(args: IdentityArgs) -> anyhow::Result<()> {
+    tandem_identity::allocator::return_hash_memory();
     let common = args.common;
     let _telemetry = telemetry::init("tandem-identity", common.log_format, common.otel_endpoint.as_deref())?;
     let db = Db::connect(&common.database.database_url, &common.database.options())?;

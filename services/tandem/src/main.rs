@@ -23,6 +23,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tandem_identity::allocator::return_hash_memory();
     match Cli::parse().command {
         Command::Dev(args) => dev::run(args).await,
     }
