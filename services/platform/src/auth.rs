@@ -9,7 +9,13 @@
 //! staff: [`caller`] refuses it, so a service token is good only for the few RPCs that take it
 //! explicitly through [`caller_or_service`].
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -154,22 +160,40 @@ pub trait Authenticator: Send + Sync + 'static {
 /// so tokens signed with the previous key keep verifying until they expire.
 #[derive(Default)]
 pub struct KeySet {
-    keys: RwLock<HashMap<String, DecodingKey>>,
+    keys: RwLock<Keys>,
+    /// Counts the changes of the keys: a verifier drops the tokens it verified under older keys.
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct Keys {
+    published: Vec<Jwk>,
+    by_kid: HashMap<String, DecodingKey>,
 }
 
 impl KeySet {
     pub fn from_jwks(jwks: &[Jwk]) -> Result<Self, AuthError> {
-        Ok(Self { keys: RwLock::new(decode_jwks(jwks)?) })
+        let keys = Keys { published: jwks.to_vec(), by_kid: decode_jwks(jwks)? };
+        Ok(Self { keys: RwLock::new(keys), generation: AtomicU64::new(0) })
     }
 
     /// Replaces the keys with the ones of a freshly fetched JWKS.
     pub async fn replace(&self, jwks: &[Jwk]) -> Result<(), AuthError> {
-        *self.keys.write().await = decode_jwks(jwks)?;
+        let mut keys = self.keys.write().await;
+        if keys.published == jwks {
+            return Ok(());
+        }
+        *keys = Keys { published: jwks.to_vec(), by_kid: decode_jwks(jwks)? };
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
     pub async fn get(&self, kid: &str) -> Option<DecodingKey> {
-        self.keys.read().await.get(kid).cloned()
+        self.keys.read().await.by_kid.get(kid).cloned()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -186,9 +210,27 @@ fn decode_jwks(jwks: &[Jwk]) -> Result<HashMap<String, DecodingKey>, AuthError> 
 
 /// Verifies signature (EdDSA only: `none`, HMAC and every other algorithm are refused),
 /// issuer, audience and expiry.
+///
+/// A caller sends the same token with every call until it expires, and checking its Ed25519
+/// signature is most of what authenticating a call costs. So the verifier remembers the tokens
+/// it verified, by their exact text, with their claims: the same text again is the same signed
+/// token, and skips straight to the expiry check. The memory is bounded
+/// ([`VERIFIED_TOKENS`]) and forgotten whenever the key set changes, so a key withdrawn from
+/// the JWKS stops vouching for its tokens at once.
 pub struct JwtVerifier {
     keys: Arc<KeySet>,
     validation: Validation,
+    verified: Mutex<Verified>,
+}
+
+/// At most this many verified tokens are remembered; past it, the expired ones are dropped
+/// and, when that is not enough, all of them.
+pub const VERIFIED_TOKENS: usize = 10_000;
+
+#[derive(Default)]
+struct Verified {
+    generation: u64,
+    tokens: HashMap<Box<str>, Claims>,
 }
 
 impl JwtVerifier {
@@ -198,10 +240,16 @@ impl JwtVerifier {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        Self { keys, validation }
+        let verified = Mutex::new(Verified { generation: keys.generation(), tokens: HashMap::new() });
+        Self { keys, validation, verified }
     }
 
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(claims) = self.remembered(token, now) {
+            return Ok(claims);
+        }
+        let generation = self.keys.generation();
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid("unsupported signing algorithm".into()));
@@ -211,7 +259,43 @@ impl JwtVerifier {
             self.keys.get(&kid).await.ok_or_else(|| AuthError::Invalid("unknown signing key".into()))?;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        self.remember(token, &data.claims, generation, now);
         Ok(data.claims)
+    }
+
+    /// The claims of a token verified before under the current keys, unless it has expired
+    /// since (with the same leeway as a full check).
+    fn remembered(&self, token: &str, now: u64) -> Option<Claims> {
+        let generation = self.keys.generation();
+        let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.generation != generation {
+            return None;
+        }
+        let claims = verified.tokens.get(token)?;
+        self.unexpired(claims, now).then(|| claims.clone())
+    }
+
+    fn unexpired(&self, claims: &Claims, now: u64) -> bool {
+        u64::try_from(claims.exp).is_ok_and(|exp| exp.saturating_add(self.validation.leeway) >= now)
+    }
+
+    fn remember(&self, token: &str, claims: &Claims, generation: u64, now: u64) {
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.generation != generation {
+            // The keys changed: what was verified before is forgotten. A token verified under
+            // keys that changed while it was checked is not remembered.
+            if generation < self.keys.generation() {
+                return;
+            }
+            *verified = Verified { generation, tokens: HashMap::new() };
+        }
+        if verified.tokens.len() >= VERIFIED_TOKENS {
+            verified.tokens.retain(|_, claims| self.unexpired(claims, now));
+            if verified.tokens.len() >= VERIFIED_TOKENS {
+                verified.tokens.clear();
+            }
+        }
+        verified.tokens.insert(token.into(), claims.clone());
     }
 }
 
@@ -275,6 +359,57 @@ mod tests {
             staff: staff.map(str::to_owned),
             svc: svc.map(str::to_owned),
         }
+    }
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::new(Arc::new(KeySet::default()))
+    }
+
+    fn expiring_at(exp: i64) -> Claims {
+        Claims { exp, ..claims("user_1", None, None) }
+    }
+
+    #[test]
+    fn a_remembered_token_expires_with_its_claims() {
+        let verifier = verifier();
+        verifier.remember("tok", &expiring_at(1_000), 0, 900);
+        assert_eq!(verifier.remembered("tok", 1_000).map(|c| c.exp), Some(1_000));
+        // The same five seconds of leeway as a full check, then no more.
+        assert!(verifier.remembered("tok", 1_005).is_some());
+        assert!(verifier.remembered("tok", 1_006).is_none());
+        assert!(verifier.remembered("other", 900).is_none());
+    }
+
+    #[test]
+    fn remembered_tokens_are_bounded() {
+        let verifier = verifier();
+        for i in 0..VERIFIED_TOKENS {
+            verifier.remember(&format!("tok{i}"), &expiring_at(if i % 2 == 0 { 10 } else { 1_000 }), 0, 5);
+        }
+        // Full: the expired half goes first.
+        verifier.remember("one more", &expiring_at(1_000), 0, 500);
+        let remembered = verifier.verified.lock().unwrap().tokens.len();
+        assert_eq!(remembered, VERIFIED_TOKENS / 2 + 1);
+        assert!(verifier.remembered("tok1", 500).is_some() && verifier.remembered("one more", 500).is_some());
+        // Full of live tokens: all are forgotten rather than growing.
+        for i in 0..VERIFIED_TOKENS {
+            verifier.remember(&format!("live{i}"), &expiring_at(1_000), 0, 500);
+        }
+        assert!(verifier.verified.lock().unwrap().tokens.len() <= VERIFIED_TOKENS);
+    }
+
+    #[tokio::test]
+    async fn tokens_verified_under_older_keys_are_not_remembered() {
+        let keys = Arc::new(KeySet::default());
+        let verifier = JwtVerifier::new(keys.clone());
+        keys.replace(&[]).await.unwrap();
+        assert_eq!(keys.generation(), 0, "the same (empty) key set is no change");
+        keys.generation.fetch_add(1, Ordering::AcqRel);
+        // Verified before the change: not remembered, and nothing remembered before it counts.
+        verifier.remember("tok", &expiring_at(1_000), 0, 5);
+        assert!(verifier.remembered("tok", 5).is_none());
+        verifier.remember("tok", &expiring_at(1_000), 1, 5);
+        assert!(verifier.remembered("tok", 5).is_some());
     }
 
     #[test]

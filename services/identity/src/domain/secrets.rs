@@ -241,4 +241,45 @@ mod tests {
         let old_token = old.sign("user_1", None, now, 60).unwrap();
         assert!(only_new.verify(&old_token).await.is_err(), "a key dropped from the set");
     }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_refused_once_its_key_is_withdrawn() {
+        let old = SigningKeyPair::generate();
+        let new = SigningKeyPair::generate();
+        let keys = Arc::new(KeySet::from_jwks(&[new.jwk().clone(), old.jwk().clone()]).unwrap());
+        let verifier = JwtVerifier::new(keys.clone());
+        let now = tandem_platform::time::now_micros() / 1_000_000;
+        let old_token = old.sign("user_1", None, now, 60).unwrap();
+        let new_token = new.sign("user_2", None, now, 60).unwrap();
+        for _ in 0..2 {
+            assert_eq!(verifier.verify(&old_token).await.unwrap().sub, "user_1");
+            assert_eq!(verifier.verify(&new_token).await.unwrap().sub, "user_2");
+        }
+        // The same JWKS again changes nothing; one without the old key refuses its tokens,
+        // remembered or not.
+        keys.replace(&[new.jwk().clone(), old.jwk().clone()]).await.unwrap();
+        assert_eq!(verifier.verify(&old_token).await.unwrap().sub, "user_1");
+        keys.replace(&[new.jwk().clone()]).await.unwrap();
+        assert!(verifier.verify(&old_token).await.is_err(), "a withdrawn key");
+        assert_eq!(verifier.verify(&new_token).await.unwrap().sub, "user_2");
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_vouches_for_its_exact_text_only() {
+        let key = SigningKeyPair::generate();
+        let verifier = JwtVerifier::new(Arc::new(KeySet::from_jwks(&[key.jwk().clone()]).unwrap()));
+        let now = tandem_platform::time::now_micros() / 1_000_000;
+        let token = key.sign("user_1", None, now, 60).unwrap();
+        assert_eq!(verifier.verify(&token).await.unwrap().sub, "user_1");
+        // Its signature under other claims (a staff role granted to oneself) is no token.
+        let (_, rest) = token.split_once('.').unwrap();
+        let (payload, signature) = rest.split_once('.').unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["staff"] = "STAFF_ROLE_ADMIN".into();
+        let header = token.split('.').next().unwrap();
+        let forged = format!("{header}.{}.{signature}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+        assert!(verifier.verify(&forged).await.is_err(), "edited claims");
+        assert_eq!(verifier.verify(&token).await.unwrap().staff, None);
+    }
 }
