@@ -1,7 +1,8 @@
 //! `tandem-bench`: the four production binaries (release builds) on the local PostgreSQL and a
 //! Redis of their own, loaded with realistic data, and each scenario measured against its
 //! baseline in the same run. Writes the results as JSON (`--out FILE`) and a table on stdout.
-//! `TANDEM_BENCH_QUICK=1` shortens every run. See docs/PERFORMANCE.md.
+//! `TANDEM_BENCH_QUICK=1` shortens every run; `TANDEM_BENCH_ONLY=a,b` runs only the scenarios
+//! named. See docs/PERFORMANCE.md.
 
 mod load;
 mod pgbench;
@@ -64,7 +65,9 @@ fn parse_args() -> anyhow::Result<Option<PathBuf>> {
         match arg.as_str() {
             "--out" => out = Some(PathBuf::from(args.next().context("--out needs a file")?)),
             "-h" | "--help" => {
-                println!("usage: tandem-bench [--out FILE]   (TANDEM_BENCH_QUICK=1 for a short run)");
+                println!(
+                    "usage: tandem-bench [--out FILE]   (TANDEM_BENCH_QUICK=1 for a short run, TANDEM_BENCH_ONLY=a,b for some scenarios)"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}; usage: tandem-bench [--out FILE]"),
@@ -108,7 +111,8 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Timing { warmup: Duration::from_secs(5), run: Duration::from_secs(30) }
     };
-    let report = scenarios::run(timing, quick).await?;
+    let only = scenarios::Only::from_env()?;
+    let report = scenarios::run(timing, quick, only).await?;
     print!("{}", table(&report));
     if let Some(out) = out {
         std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")

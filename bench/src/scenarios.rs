@@ -251,7 +251,29 @@ fn progress(what: &str) {
     eprintln!("tandem-bench: {what}");
 }
 
-pub async fn run(timing: Timing, quick: bool) -> anyhow::Result<Report> {
+/// The scenarios a run is limited to (`TANDEM_BENCH_ONLY=event_lag,tier_status`); all when unset.
+pub struct Only(Option<Vec<String>>);
+
+impl Only {
+    pub const NAMES: [&str; 6] =
+        ["check_permission", "register_deal", "record_payment", "tier_status", "event_lag", "overload"];
+
+    pub fn from_env() -> anyhow::Result<Self> {
+        let Ok(list) = std::env::var("TANDEM_BENCH_ONLY") else { return Ok(Self(None)) };
+        let names: Vec<String> =
+            list.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+        if let Some(unknown) = names.iter().find(|n| !Self::NAMES.contains(&n.as_str())) {
+            bail!("TANDEM_BENCH_ONLY names {unknown:?}; the scenarios are {}", Self::NAMES.join(", "));
+        }
+        Ok(Self(Some(names)))
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.0.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
+    }
+}
+
+pub async fn run(timing: Timing, quick: bool, only: Only) -> anyhow::Result<Report> {
     let options = Options {
         release: true,
         env: vec![
@@ -282,14 +304,29 @@ pub async fn run(timing: Timing, quick: bool) -> anyhow::Result<Report> {
     let sampler = peaks.sample(pids.clone());
 
     let mut scenarios = Vec::new();
-    scenarios.push(check_permission(&cluster, &world, timing).await?);
-    scenarios.push(register_deal(&cluster, &world, timing).await?);
-    scenarios.push(record_payment(&cluster, &world, timing).await?);
-    let tier_status = tier_status(&cluster, &world, timing).await?;
-    let peak = tier_status.rps;
-    scenarios.push(tier_status);
-    scenarios.push(event_lag(&cluster, &world, timing).await?);
-    scenarios.push(overload(&cluster, &world, timing, peak, pids[2].1).await?);
+    if only.wants("check_permission") {
+        scenarios.push(check_permission(&cluster, &world, timing).await?);
+    }
+    if only.wants("register_deal") {
+        scenarios.push(register_deal(&cluster, &world, timing).await?);
+    }
+    if only.wants("record_payment") {
+        scenarios.push(record_payment(&cluster, &world, timing).await?);
+    }
+    // overload offers twice tier_status's peak, so it needs tier_status first.
+    if only.wants("tier_status") || only.wants("overload") {
+        let tier_status = tier_status(&cluster, &world, timing).await?;
+        let peak = tier_status.rps;
+        scenarios.push(tier_status);
+        if only.wants("event_lag") {
+            scenarios.push(event_lag(&cluster, &world, timing).await?);
+        }
+        if only.wants("overload") {
+            scenarios.push(overload(&cluster, &world, timing, peak, pids[2].1).await?);
+        }
+    } else if only.wants("event_lag") {
+        scenarios.push(event_lag(&cluster, &world, timing).await?);
+    }
     sampler.abort();
 
     let memory = SERVICES
