@@ -1,13 +1,16 @@
 //! Points for won deals: the `DealClosed` handler.
 //!
-//! In one transaction it records the event as handled, writes the sold entry (with the USD
+//! In one transaction it records the event as handled and writes the sold entry (with the USD
 //! amount, rate and multiplier that applied), and, when the seller will manage the client,
 //! managed entries for the seller and for each other partner managing that client, split
 //! evenly: each gets floor(sold points / (1 + other managing partners)). **The other managing
 //! partners of a client** are the teams whose active (earned within 12 months) managed points
 //! for that client in the program add up to more than zero. Then it recomputes the credited
-//! tier of every team that earned points and writes `TierChanged` to the outbox for each
-//! change. Lost deals, deals without a program and malformed events change nothing.
+//! tier of every team that earned points, each in a transaction of its own, writing
+//! `TierChanged` to the outbox for each change; the refreshes of one team are coalesced
+//! ([`crate::refresh`]). A redelivered event that was credited before runs the refreshes
+//! again, and the sweep makes up for a refresh a crash cut off. Lost deals, deals without a
+//! program and malformed events change nothing.
 
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use async_trait::async_trait;
 use rust_decimal::Decimal;
 use tandem_platform::{
     bus::EventHandler,
+    db::Tx,
     ids::new_id,
     outbox,
     time::{from_timestamp, now_micros},
@@ -47,67 +51,95 @@ impl EventHandler for DealPoints {
         };
         let tiers = &self.0;
         let mut tx = tiers.db.begin().await?;
-        if !outbox::mark_handled(&mut tx, DEALS_CONSUMER, &event.id).await? {
-            return Ok(());
-        }
-        let now = now_micros();
-        let earned_at =
-            deal.close_time.as_ref().or(event.occur_time.as_ref()).and_then(from_timestamp).unwrap_or(now);
-        // A missing exchange rate fails the event: it is retried, then dead-lettered.
-        let (rates, market_type) = ledger::rates_for(&mut tx, &amount.currency, &deal.client_market)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let calc = points::calculate(&amount, rates, false, 0)?;
-        let sourced_cents = i64::try_from((calc.usd * Decimal::ONE_HUNDRED).floor()).unwrap_or(i64::MAX);
-        let deal_type = DealKind::try_from(deal.deal_type).ok().and_then(DealType::from_event);
-        let entry = |team_id: &str, kind: PointsKind, points: i64, sourced: Option<i64>| EntryRow {
-            id: new_id("pts"),
-            program_id: deal.program_id.clone(),
-            team_id: team_id.to_owned(),
-            client_id: deal.client_id.clone(),
-            kind: kind.as_str().to_owned(),
-            points,
-            earned_at,
-            deal_type: deal_type.map(|d| d.as_str().to_owned()),
-            market_type: Some(market_type.as_str().to_owned()),
-            deal_id: Some(deal.deal_id.clone()),
-            reason: String::new(),
-            sourced_usd_cents: sourced,
-            currency_code: Some(amount.currency.clone()),
-            amount_minor: Some(amount.minor),
-            usd_per_unit: Some(format_decimal(rates.usd_per_unit)),
-            multiplier: Some(format_decimal(rates.multiplier)),
-            create_time: now,
-        };
-        // The sold entry is written even at zero points: its amount counts as sourced.
-        store::insert_entry(&mut tx, &entry(&deal.team_id, PointsKind::Sold, calc.sold, Some(sourced_cents)))
-            .await?;
-        let mut teams = vec![deal.team_id.clone()];
-        if deal.will_manage {
-            let others = store::managing_partners(
-                &mut tx,
-                &deal.program_id,
-                &deal.client_id,
-                calendar::active_since(now),
-                &deal.team_id,
-            )
-            .await?;
-            let share = points::managed_points(calc.sold, u32::try_from(others.len()).unwrap_or(u32::MAX));
-            teams.extend(others);
-            if share > 0 {
-                for team in &teams {
-                    store::insert_entry(&mut tx, &entry(team, PointsKind::Managed, share, None)).await?;
-                }
+        let teams = if outbox::mark_handled(&mut tx, DEALS_CONSUMER, &event.id).await? {
+            let teams = credit(&mut tx, event, deal, &amount).await?;
+            tiers.commit(tx).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            teams
+        } else {
+            // Credited before; its refresh may not have run (a crash, a failed refresh).
+            drop(tx);
+            let mut conn = tiers.db.pool().acquire().await?;
+            let mut teams = vec![deal.team_id.clone()];
+            if deal.will_manage {
+                teams.extend(
+                    store::managing_partners(
+                        &mut conn,
+                        &deal.program_id,
+                        &deal.client_id,
+                        calendar::active_since(now_micros()),
+                        &deal.team_id,
+                    )
+                    .await?,
+                );
             }
-        }
+            teams
+        };
+        // In transactions of their own, after the points are committed, so that the team's
+        // lock is not held across this transaction's commit.
         for team in &teams {
-            ledger::refresh_credited_tier(&mut tx, &deal.program_id, team, now)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tiers.refresh_credited(&deal.program_id, team).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        tiers.commit(tx).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
     }
+}
+
+/// Writes the points a won deal earns; returns the teams that earned points.
+async fn credit(
+    tx: &mut Tx,
+    event: &Event,
+    deal: &DealClosed,
+    amount: &Amount,
+) -> anyhow::Result<Vec<String>> {
+    let now = now_micros();
+    let earned_at =
+        deal.close_time.as_ref().or(event.occur_time.as_ref()).and_then(from_timestamp).unwrap_or(now);
+    // A missing exchange rate fails the event: it is retried, then dead-lettered.
+    let (rates, market_type) = ledger::rates_for(tx, &amount.currency, &deal.client_market)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let calc = points::calculate(amount, rates, false, 0)?;
+    let sourced_cents = i64::try_from((calc.usd * Decimal::ONE_HUNDRED).floor()).unwrap_or(i64::MAX);
+    let deal_type = DealKind::try_from(deal.deal_type).ok().and_then(DealType::from_event);
+    let entry = |team_id: &str, kind: PointsKind, points: i64, sourced: Option<i64>| EntryRow {
+        id: new_id("pts"),
+        program_id: deal.program_id.clone(),
+        team_id: team_id.to_owned(),
+        client_id: deal.client_id.clone(),
+        kind: kind.as_str().to_owned(),
+        points,
+        earned_at,
+        deal_type: deal_type.map(|d| d.as_str().to_owned()),
+        market_type: Some(market_type.as_str().to_owned()),
+        deal_id: Some(deal.deal_id.clone()),
+        reason: String::new(),
+        sourced_usd_cents: sourced,
+        currency_code: Some(amount.currency.clone()),
+        amount_minor: Some(amount.minor),
+        usd_per_unit: Some(format_decimal(rates.usd_per_unit)),
+        multiplier: Some(format_decimal(rates.multiplier)),
+        create_time: now,
+    };
+    // The sold entry is written even at zero points: its amount counts as sourced.
+    store::insert_entry(tx, &entry(&deal.team_id, PointsKind::Sold, calc.sold, Some(sourced_cents))).await?;
+    let mut teams = vec![deal.team_id.clone()];
+    if deal.will_manage {
+        let others = store::managing_partners(
+            tx,
+            &deal.program_id,
+            &deal.client_id,
+            calendar::active_since(now),
+            &deal.team_id,
+        )
+        .await?;
+        let share = points::managed_points(calc.sold, u32::try_from(others.len()).unwrap_or(u32::MAX));
+        teams.extend(others);
+        if share > 0 {
+            for team in &teams {
+                store::insert_entry(tx, &entry(team, PointsKind::Managed, share, None)).await?;
+            }
+        }
+    }
+    Ok(teams)
 }
 
 /// The deal's amount when the event is usable: a team, a client and a non-negative amount in

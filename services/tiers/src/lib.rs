@@ -7,6 +7,7 @@ pub mod deals;
 pub mod domain;
 pub mod error;
 pub mod ledger;
+pub mod refresh;
 pub mod store;
 
 use std::{sync::Arc, time::Duration};
@@ -38,6 +39,8 @@ pub struct Tiers {
     relay: Arc<Notify>,
     /// Wakes the sweeper at once (tier definitions changed).
     sweep: Notify,
+    /// The won deals' refreshes of credited tiers, coalesced per team.
+    credited: refresh::Refresher,
 }
 
 /// How often every team's credited tier is recomputed for the changes time makes.
@@ -47,7 +50,13 @@ impl Tiers {
     /// `permissions` answers whether a caller may see a team (identity, in process or over
     /// gRPC); `relay` is woken after each commit that wrote to the outbox.
     pub fn new(db: Db, permissions: Arc<dyn Permissions>, relay: Arc<Notify>) -> Arc<Self> {
-        Arc::new(Self { db, permissions, relay, sweep: Notify::new() })
+        Arc::new(Self {
+            db,
+            permissions,
+            relay,
+            sweep: Notify::new(),
+            credited: refresh::Refresher::default(),
+        })
     }
 
     pub fn db(&self) -> &Db {
@@ -58,6 +67,15 @@ impl Tiers {
     async fn commit(&self, tx: Tx) -> Result<()> {
         tx.commit().await?;
         self.relay.notify_one();
+        Ok(())
+    }
+
+    /// Brings the team's credited tier up to date with everything committed before the call
+    /// (coalesced with the other refreshes of the team: see [`refresh`]).
+    async fn refresh_credited(&self, program_id: &str, team_id: &str) -> Result<()> {
+        if self.credited.refresh(&self.db, program_id, team_id).await? {
+            self.relay.notify_one();
+        }
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! The `DealClosed` handler, called directly with constructed events (deals and its producer
 //! do not exist yet): points once per event, managed points split with the client's other
-//! managing partners, and `TierChanged` in the outbox in the same transaction.
+//! managing partners, and `TierChanged` in the outbox when the points change the tier.
 
 mod common;
 
@@ -172,6 +172,42 @@ async fn concurrent_deals_of_one_team_announce_the_tier_they_reach_together(db: 
     assert_eq!(changes[0].tier_id, gold.id);
 }
 
+/// A redelivered event that was credited before still brings the tier up to date: its
+/// refresh may have been cut off (a crash between the points and the refresh, or a failed
+/// refresh that made the bus deliver it again).
+async fn a_redelivered_deal_refreshes_the_tier_it_credited_before(db: TestDb) {
+    let h = Harness::start(db).await;
+    let handler = h.tiers.deal_handler();
+    let event = deal(&h, &h.team, "acme.example", 200_000, false);
+    handler.handle(&event).await.unwrap();
+    // A tier the team's 200 points reach, defined behind the handler's back (no sweep runs
+    // in these tests): only a refresh finds it.
+    let gold = h
+        .tier
+        .clone()
+        .create_tier(req(
+            &h.staff,
+            pb::CreateTierRequest {
+                program_id: h.program.clone(),
+                name: "Gold".into(),
+                rank: 1,
+                points_threshold: 150,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tier
+        .unwrap();
+    assert!(tier_changes(&h).await.is_empty());
+    handler.handle(&event).await.unwrap();
+    let s = status(&h, &h.team).await;
+    assert_eq!(s.sold_points, 200, "credited once");
+    let changes = tier_changes(&h).await;
+    assert_eq!(changes.iter().map(|c| c.tier_id.as_str()).collect::<Vec<_>>(), [gold.id.as_str()]);
+}
+
 async fn managed_points_are_split_with_the_other_managing_partners(db: TestDb) {
     let h = Harness::start(db).await;
     let handler = h.tiers.deal_handler();
@@ -300,6 +336,7 @@ tandem_platform::backend_tests!(
     the_sweep_announces_tier_changes_nobody_acted_on,
     a_won_deal_credits_points_once_and_changes_the_tier,
     concurrent_deals_of_one_team_announce_the_tier_they_reach_together,
+    a_redelivered_deal_refreshes_the_tier_it_credited_before,
     managed_points_are_split_with_the_other_managing_partners,
     a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_exists,
 );
