@@ -106,11 +106,26 @@ impl DealsApi {
 
     /// The deal when the caller may see it (staff, viewers of its team); NOT_FOUND otherwise.
     async fn visible_deal(&self, caller: &Caller, deal_id: &str) -> Result<DealRow> {
-        Validator::new().id("deal_id", "deal", deal_id).finish()?;
-        let mut conn = self.db.pool().acquire().await?;
-        let deal = store::deal(&mut conn, deal_id).await?.ok_or(DealsError::NotFound("deal"))?;
+        let deal = self.deal_row(deal_id).await?;
         self.authorize_view(caller, &deal.team_id, "deal").await?;
         Ok(deal)
+    }
+
+    /// The deal when the caller may change it (staff, contributors of its team);
+    /// PERMISSION_DENIED for its team's other viewers, NOT_FOUND for everyone else. One
+    /// question to identity when the answer is yes.
+    async fn contributable_deal(&self, caller: &Caller, deal_id: &str) -> Result<DealRow> {
+        let deal = self.deal_row(deal_id).await?;
+        self.authorize_contribute(caller, &deal.team_id, "deal").await?;
+        Ok(deal)
+    }
+
+    /// The deal, unauthorised: for the two above. The connection goes back to the pool
+    /// before identity is asked.
+    async fn deal_row(&self, deal_id: &str) -> Result<DealRow> {
+        Validator::new().id("deal_id", "deal", deal_id).finish()?;
+        let mut conn = self.db.pool().acquire().await?;
+        store::deal(&mut conn, deal_id).await?.ok_or(DealsError::NotFound("deal"))
     }
 
     /// Notifies the deal team of activity, except the user who caused it.
@@ -417,8 +432,7 @@ impl DealsApi {
             v.id("deal.pipeline_id", "pipe", &input.pipeline_id);
         }
         v.finish()?;
-        let current = self.visible_deal(&caller, &input.id).await?;
-        self.authorize_contribute(&caller, &current.team_id, "deal").await?;
+        let current = self.contributable_deal(&caller, &input.id).await?;
         if is_closed(&current) {
             return Err(closed_error());
         }
@@ -573,8 +587,7 @@ impl DealsApi {
         v.id("deal_id", "deal", &deal_id).known_enum::<pb::DealOutcome>("outcome", outcome);
         v.finish()?;
         let won = outcome == i32::from(pb::DealOutcome::Won);
-        let current = self.visible_deal(&caller, &deal_id).await?;
-        self.authorize_contribute(&caller, &current.team_id, "deal").await?;
+        let current = self.contributable_deal(&caller, &deal_id).await?;
         if is_closed(&current) {
             return Err(closed_error());
         }
