@@ -415,7 +415,7 @@ impl Consumer {
                 if deliveries >= self.settings.max_deliveries {
                     let error = format!("delivered {deliveries} times without being acknowledged");
                     self.dead_letter(&entry, &error).await;
-                    self.ack(&entry.id).await;
+                    self.ack(&[entry.id.as_str()]).await;
                 } else if let Outcome::Stopped = self.process(&entry).await {
                     return Ok(Outcome::Stopped);
                 }
@@ -474,37 +474,53 @@ impl Consumer {
             }
         }
         let chains: Vec<_> = chains.into_iter().map(|chain| self.process_chain(chain)).collect();
-        let outcomes: Vec<Outcome> =
+        let outcomes: Vec<(Outcome, Vec<&str>)> =
             futures::stream::iter(chains).buffer_unordered(self.settings.concurrency.max(1)).collect().await;
-        if outcomes.iter().any(|o| matches!(o, Outcome::Stopped)) { Outcome::Stopped } else { Outcome::Done }
-    }
-
-    /// One aggregate's entries, in order.
-    async fn process_chain(&self, chain: Vec<&StreamId>) -> Outcome {
-        for entry in chain {
-            if let Outcome::Stopped = self.process(entry).await {
-                return Outcome::Stopped;
-            }
+        // What was applied is acknowledged in one command; a crash before it only means
+        // deliveries again, which the handlers recognise.
+        let finished: Vec<&str> = outcomes.iter().flat_map(|(_, ids)| ids.iter().copied()).collect();
+        self.ack(&finished).await;
+        if outcomes.iter().any(|(o, _)| matches!(o, Outcome::Stopped)) {
+            Outcome::Stopped
+        } else {
+            Outcome::Done
         }
-        Outcome::Done
     }
 
+    /// One aggregate's entries, in order; returns the ids of those finished with.
+    async fn process_chain<'a>(&self, chain: Vec<&'a StreamId>) -> (Outcome, Vec<&'a str>) {
+        let mut finished = Vec::with_capacity(chain.len());
+        for entry in chain {
+            if let Outcome::Stopped = self.finish(entry).await {
+                return (Outcome::Stopped, finished);
+            }
+            finished.push(entry.id.as_str());
+        }
+        (Outcome::Done, finished)
+    }
+
+    /// Applies an entry and acknowledges it.
     async fn process(&self, entry: &StreamId) -> Outcome {
+        let outcome = self.finish(entry).await;
+        if let Outcome::Done = outcome {
+            self.ack(&[entry.id.as_str()]).await;
+        }
+        outcome
+    }
+
+    /// Applies an entry, or dead-letters it; `Done` when it is to be acknowledged.
+    async fn finish(&self, entry: &StreamId) -> Outcome {
         let event = match decode(entry) {
             Ok(event) => event,
             Err(error) => {
                 self.dead_letter(entry, &error).await;
-                self.ack(&entry.id).await;
                 return Outcome::Done;
             }
         };
         let (mut failures, mut waits) = (0u32, 0u32);
         loop {
             match bus::apply(self.handler.as_ref(), &self.stream, &self.group, &event).await {
-                Ok(()) => {
-                    self.ack(&entry.id).await;
-                    return Outcome::Done;
-                }
+                Ok(()) => return Outcome::Done,
                 Err(err) if bus::is_transient(&err) => {
                     waits += 1;
                     if waits == 1 {
@@ -520,7 +536,6 @@ impl Consumer {
                     failures += 1;
                     if failures >= self.settings.max_attempts {
                         self.dead_letter(entry, &format!("{err:#}")).await;
-                        self.ack(&entry.id).await;
                         return Outcome::Done;
                     }
                     tracing::warn!(stream = %self.stream, group = %self.group, event_id = %event.id, attempt = failures, error = %err, "event handler failed; retrying");
@@ -544,13 +559,16 @@ impl Consumer {
         }
     }
 
-    async fn ack(&self, id: &str) {
+    async fn ack(&self, ids: &[&str]) {
+        if ids.is_empty() {
+            return;
+        }
         let mut conn = self.conn.clone();
         let acked: Result<i64, RedisError> =
-            redis::cmd("XACK").arg(&self.stream).arg(&self.group).arg(id).query_async(&mut conn).await;
+            redis::cmd("XACK").arg(&self.stream).arg(&self.group).arg(ids).query_async(&mut conn).await;
         if let Err(err) = acked {
             // Delivered again later; the handler skips what it already applied.
-            tracing::warn!(stream = %self.stream, group = %self.group, entry = id, error = %err, "could not acknowledge an applied event");
+            tracing::warn!(stream = %self.stream, group = %self.group, entries = ids.len(), error = %err, "could not acknowledge applied events");
         }
     }
 
