@@ -157,6 +157,12 @@ impl Db {
             })
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
+            // sqlx pings a connection when it goes back to the pool, and by default again when
+            // it is taken: a round trip to the server on every acquire, for every query. The
+            // ping on release already drops connections that broke; one that the server
+            // closed while idle fails its next query, which answers UNAVAILABLE (retried by
+            // the caller, waited out by event consumers) and is then dropped.
+            .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

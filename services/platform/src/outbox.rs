@@ -206,11 +206,11 @@ impl OutboxRelay {
     async fn claim(&self) -> Result<Vec<Claimed>, DbError> {
         let now = now_micros();
         let lease_until = now + i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX / 2);
-        let mut tx = self.db.begin().await?;
-        // The outer `lease_until < $2` is checked again against the row as it is when updated,
-        // so two relays racing for the same rows claim each row once. A row whose aggregate
-        // has an earlier row leased by another relay waits for it: events of one aggregate
-        // are published in order even with several relays.
+        // One statement, committed on its own (no BEGIN and COMMIT round trips). The outer
+        // `lease_until < $2` is checked again against the row as it is when updated, so two
+        // relays racing for the same rows claim each row once. A row whose aggregate has an
+        // earlier row leased by another relay waits for it: events of one aggregate are
+        // published in order even with several relays.
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 \
              WHERE publish_time IS NULL AND lease_until < $2 AND seq IN ( \
@@ -223,9 +223,8 @@ impl OutboxRelay {
         .bind(lease_until)
         .bind(now)
         .bind(self.batch_size)
-        .fetch_all(&mut *tx)
+        .fetch_all(self.db.pool())
         .await?;
-        tx.commit().await?;
         let mut claimed = rows
             .into_iter()
             .map(|(seq, stream, payload)| {
