@@ -6,10 +6,10 @@
 //! evenly: each gets floor(sold points / (1 + other managing partners)). **The other managing
 //! partners of a client** are the teams whose active (earned within 12 months) managed points
 //! for that client in the program add up to more than zero. Then it recomputes the credited
-//! tier of every team that earned points, each in a transaction of its own, writing
-//! `TierChanged` to the outbox for each change; the refreshes of one team are coalesced
-//! ([`crate::refresh`]). A redelivered event that was credited before runs the refreshes
-//! again, and the sweep makes up for a refresh a crash cut off. Lost deals, deals without a
+//! tier of every team that earned points, in the background, each in a transaction of its
+//! own, writing `TierChanged` to the outbox for each change; the refreshes of one team are
+//! coalesced ([`crate::refresh`]). A redelivered event that was credited before runs the
+//! refreshes again, and the sweep (also at start-up) makes up for one a crash cut off. Lost deals, deals without a
 //! program and malformed events change nothing.
 
 use std::sync::Arc;
@@ -75,10 +75,9 @@ impl EventHandler for DealPoints {
             teams
         };
         // In transactions of their own, after the points are committed, so that the team's
-        // lock is not held across this transaction's commit.
-        for team in &teams {
-            tiers.refresh_credited(&deal.program_id, team).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+        // lock is not held across this transaction's commit, and in the background, so that
+        // the next events need not wait for them.
+        tiers.refresh_credited_later(deal.program_id.clone(), teams);
         Ok(())
     }
 }

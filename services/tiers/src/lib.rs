@@ -79,7 +79,28 @@ impl Tiers {
         Ok(())
     }
 
-    /// Recomputes credited tiers every `interval` and whenever tier definitions change, until
+    /// [`Tiers::refresh_credited`] for each team, in the background. A refresh that fails or
+    /// is cut off (a crash) is made up by the sweep, which also runs at start-up.
+    fn refresh_credited_later(self: &Arc<Self>, program_id: String, teams: Vec<String>) {
+        self.credited.started();
+        let tiers = self.clone();
+        tokio::spawn(async move {
+            for team_id in &teams {
+                if let Err(err) = tiers.refresh_credited(&program_id, team_id).await {
+                    tracing::warn!(error = %err, %program_id, %team_id, "could not refresh a credited tier; the sweep will");
+                }
+            }
+            tiers.credited.finished();
+        });
+    }
+
+    /// Waits until the credited-tier refreshes asked for in the background are done.
+    pub async fn refreshes_settled(&self) {
+        self.credited.settled().await;
+    }
+
+    /// Recomputes credited tiers at once, then every `interval` and whenever tier definitions
+    /// change, until
     /// `stop` resolves.
     pub async fn run_sweeper(
         self: Arc<Self>,
@@ -87,11 +108,15 @@ impl Tiers {
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        // At start-up first: it makes up for the refreshes a stop or a crash cut off.
+        let mut first = true;
         loop {
-            tokio::select! {
-                () = &mut stop => return,
-                () = self.sweep.notified() => {}
-                () = tokio::time::sleep(interval) => {}
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = self.sweep.notified() => {}
+                    () = tokio::time::sleep(interval) => {}
+                }
             }
             match ledger::sweep(&self.db, now_micros()).await {
                 Ok(0) => {}

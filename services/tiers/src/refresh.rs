@@ -1,10 +1,11 @@
-//! Coalesced refreshes of a team's credited tier, for the `DealClosed` handler.
+//! Coalesced refreshes of a team's credited tier, for the `DealClosed` handler, which asks for
+//! them in the background once its points are committed.
 //!
 //! Deciding a team's tier takes the team's lock ([`ledger::refresh_credited_tier`]), so the
 //! refreshes of one team run one after another. When a team wins many deals at once, each
-//! handler would wait its turn to recompute the same answer. Instead, a handler that asks
-//! while another refresh of the team is running waits for it to end, and the next refresh
-//! covers every request made before it started: one run settles a whole burst.
+//! would wait its turn to recompute the same answer. Instead, a request made while another
+//! refresh of the team is running waits for it to end, and the next refresh covers every
+//! request made before it started: one run settles a whole burst.
 //!
 //! What a caller may rely on: when [`Refresher::refresh`] returns `Ok`, a refresh that began
 //! after the call did (and so saw everything the caller had committed) has been committed.
@@ -13,9 +14,11 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
+
+use tokio::sync::Notify;
 
 use tandem_platform::{db::Db, time::now_micros};
 
@@ -34,6 +37,9 @@ type Key = (String, String);
 #[derive(Default)]
 pub struct Refresher {
     teams: Mutex<HashMap<Key, Arc<Team>>>,
+    /// Background requests not yet done, and a wake-up for when none are left.
+    in_background: AtomicUsize,
+    idle: Notify,
 }
 
 impl Refresher {
@@ -65,5 +71,27 @@ impl Refresher {
             teams.remove(&key);
         }
         changed
+    }
+
+    /// Counts a background request about to start; [`Refresher::finished`] when it is done.
+    pub fn started(&self) {
+        self.in_background.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn finished(&self) {
+        if self.in_background.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until no background request is left.
+    pub async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.in_background.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 }

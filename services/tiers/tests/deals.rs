@@ -36,7 +36,9 @@ fn deal(h: &Harness, team: &str, client: &str, usd_cents: i64, will_manage: bool
     }
 }
 
+/// The team's status once the handler's background refreshes are done.
 async fn status(h: &Harness, team: &str) -> pb::GetTierStatusResponse {
+    h.tiers.refreshes_settled().await;
     h.points
         .clone()
         .get_tier_status(req(
@@ -52,9 +54,11 @@ async fn status(h: &Harness, team: &str) -> pb::GetTierStatusResponse {
         .into_inner()
 }
 
-/// The `TierChanged` events in the outbox, oldest first.
+/// The `TierChanged` events in the outbox, oldest first, once the handler's background
+/// refreshes are done.
 async fn tier_changes(h: &Harness) -> Vec<tandem_proto::events::v1::TierChanged> {
     use base64::Engine;
+    h.tiers.refreshes_settled().await;
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT stream, payload FROM outbox ORDER BY seq")
         .fetch_all(h.db.pool())
         .await
@@ -173,8 +177,7 @@ async fn concurrent_deals_of_one_team_announce_the_tier_they_reach_together(db: 
 }
 
 /// A redelivered event that was credited before still brings the tier up to date: its
-/// refresh may have been cut off (a crash between the points and the refresh, or a failed
-/// refresh that made the bus deliver it again).
+/// refresh may have been cut off (a crash between the points and the refresh).
 async fn a_redelivered_deal_refreshes_the_tier_it_credited_before(db: TestDb) {
     let h = Harness::start(db).await;
     let handler = h.tiers.deal_handler();
@@ -206,6 +209,50 @@ async fn a_redelivered_deal_refreshes_the_tier_it_credited_before(db: TestDb) {
     assert_eq!(s.sold_points, 200, "credited once");
     let changes = tier_changes(&h).await;
     assert_eq!(changes.iter().map(|c| c.tier_id.as_str()).collect::<Vec<_>>(), [gold.id.as_str()]);
+}
+
+/// The sweep runs as soon as tiers starts, so that a refresh a crash cut off is not left
+/// waiting for the next interval.
+async fn the_sweeper_catches_up_at_start_up(db: TestDb) {
+    let h = Harness::start(db).await;
+    h.tiers.deal_handler().handle(&deal(&h, &h.team, "acme.example", 200_000, false)).await.unwrap();
+    let gold = h
+        .tier
+        .clone()
+        .create_tier(req(
+            &h.staff,
+            pb::CreateTierRequest {
+                program_id: h.program.clone(),
+                name: "Gold".into(),
+                rank: 1,
+                points_threshold: 150,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tier
+        .unwrap();
+    assert!(tier_changes(&h).await.is_empty());
+    // Tiers started again (a fresh instance: no tier edit has woken its sweeper).
+    let restarted = tandem_tiers::Tiers::new(
+        h.db.clone(),
+        std::sync::Arc::new(common::FakePermissions::default()),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sweeper = tokio::spawn(restarted.run_sweeper(std::time::Duration::from_secs(3600), async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tier_changes(&h).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no sweep at start-up");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(tier_changes(&h).await[0].tier_id, gold.id);
+    stop.send(()).unwrap();
+    sweeper.await.unwrap();
 }
 
 async fn managed_points_are_split_with_the_other_managing_partners(db: TestDb) {
@@ -337,6 +384,7 @@ tandem_platform::backend_tests!(
     a_won_deal_credits_points_once_and_changes_the_tier,
     concurrent_deals_of_one_team_announce_the_tier_they_reach_together,
     a_redelivered_deal_refreshes_the_tier_it_credited_before,
+    the_sweeper_catches_up_at_start_up,
     managed_points_are_split_with_the_other_managing_partners,
     a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_exists,
 );
