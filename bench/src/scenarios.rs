@@ -374,16 +374,22 @@ async fn check_permission(cluster: &Cluster, world: &Arc<World>, timing: Timing)
     Ok(scenario("check_permission", &outcome, baseline, "ratio >= 0.7", |r| r >= 0.7))
 }
 
-async fn register_deal(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
-    progress("register_deal vs pgbench");
-    // Deals learns of the enrollment from identity's events: wait for it.
+/// The id of the partner's first registration, registered now unless it was before (the same
+/// `request_id`). Deals learns of the enrollment from identity's events: it waits for it.
+async fn first_registration(cluster: &Cluster, world: &World) -> anyhow::Result<String> {
     let deals_channel = cluster.deals.channel();
-    eventually("deals accepts a registration", Duration::from_secs(30), || {
+    let deal = eventually("deals accepts a registration", Duration::from_secs(30), || {
         let mut client = DealServiceClient::new(deals_channel.clone());
         let request = authed(&world.partner, register_request(world, 0, "bench-first".into()));
         async move { client.register_deal(request).await }
     })
     .await?;
+    Ok(deal.into_inner().deal.context("a deal")?.id)
+}
+
+async fn register_deal(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
+    progress("register_deal vs pgbench");
+    first_registration(cluster, world).await?;
     let pool = Pool::new(&cluster.deals);
     let w = world.clone();
     let outcome = load::closed_loop(DB_CONCURRENCY, timing.warmup, timing.run, move |caller, n| {
@@ -530,10 +536,7 @@ async fn event_lag(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> any
     // Approved registrations to win, copied from a registered one (only the close is measured).
     let first = 1_000_000_i64;
     let mut db = sql(cluster.database_url("deals")).await?;
-    let template: (String,) = sqlx::query_as("SELECT id FROM deals WHERE team_id = $1 ORDER BY id LIMIT 1")
-        .bind(&world.team)
-        .fetch_one(&mut db)
-        .await?;
+    let template = (first_registration(cluster, world).await?,);
     let columns = "team_id, program_id, customer_name, currency_code, amount_minor, products, \
                    expected_close_time, client_market, deal_type, pipeline_id, stage, conflicting_deal_id, \
                    will_manage, outcome, close_time, registration_expire_time, rejection_reason, create_time, \
@@ -610,6 +613,22 @@ async fn event_lag(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> any
             lag.saturating_record((applied_at - closed_at).max(1) as u64);
         }
     }
+    // The first leg alone: from the close to deals' relay marking the event published (in
+    // Redis), so that the details tell the relay's part from the consumer's.
+    let published: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, MIN(publish_time) FROM outbox WHERE aggregate_id >= $1 AND aggregate_id <= $2 \
+         AND publish_time IS NOT NULL GROUP BY aggregate_id",
+    )
+    .bind(hex_id("deal", first))
+    .bind(hex_id("deal", first + count - 1))
+    .fetch_all(&mut db)
+    .await?;
+    let mut relay_lag = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for (deal, published_at) in &published {
+        if let Some(closed_at) = closed.get(deal) {
+            relay_lag.saturating_record((published_at - closed_at).max(1) as u64);
+        }
+    }
     let rps = lag.len() as f64 / timing.run.as_secs_f64();
     let p99 = lag.value_at_quantile(0.99) as f64 / 1000.0;
     let mut details = serde_json::Map::new();
@@ -617,6 +636,8 @@ async fn event_lag(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> any
     details.insert("points_applied".into(), json!(lag.len()));
     details.insert("close_deal_p99_ms".into(), json!(closes.p99_ms()));
     details.insert("lag_max_ms".into(), json!(lag.max() as f64 / 1000.0));
+    details.insert("published_p50_ms".into(), json!(relay_lag.value_at_quantile(0.50) as f64 / 1000.0));
+    details.insert("published_p99_ms".into(), json!(relay_lag.value_at_quantile(0.99) as f64 / 1000.0));
     if closes.failures() > 0 {
         details.insert("errors".into(), json!(closes.errors));
     }
