@@ -16,7 +16,7 @@ use tandem_platform::{
     ApiError,
     auth::Caller,
     bus::{EventBus, InProcessBus},
-    config::AdminListen,
+    config::{self, AdminListen},
     db::{Db, DbOptions},
     metrics,
     outbox::OutboxRelay,
@@ -51,6 +51,9 @@ pub struct DevArgs {
     pub admin_password: Option<String>,
     #[command(flatten)]
     pub mail: MailSettings,
+    /// Deadlines, limits and the per-caller rate limit, as the production services take them.
+    #[command(flatten)]
+    pub server: config::ServerArgs,
 }
 
 /// Identity answering deals' questions about enrolments, and about the users deals' copy of
@@ -193,7 +196,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tokio::spawn(deals_relay.run(stopped()));
     tokio::spawn(deals.clone().run_expiry(Duration::from_secs(60), stopped()));
 
-    let max_message_bytes = ServerOptions::default().max_message_bytes;
+    let max_message_bytes = args.server.max_message_bytes;
     let services = tandem_identity::api::services(&identity, max_message_bytes)
         .ready_when(identity_migrated)
         .merge(tandem_tiers::api::services(&tiers, max_message_bytes).ready_when(tiers_migrated))
@@ -211,7 +214,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         tokio::spawn(metrics::watch_database(name, db.clone(), stopped()));
     }
     let options =
-        ServerOptions { listen: args.listen, admin_listen: args.admin_listen.0, ..ServerOptions::default() };
+        ServerOptions { admin_listen: args.admin_listen.0, ..args.server.options(args.listen) };
     let server = Server::build(options, services, identity.authenticator()).await?;
     let addr = server.local_addr();
 
