@@ -213,8 +213,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     ] {
         tokio::spawn(metrics::watch_database(name, db.clone(), stopped()));
     }
-    let options =
-        ServerOptions { admin_listen: args.admin_listen.0, ..args.server.options(args.listen) };
+    let options = ServerOptions { admin_listen: args.admin_listen.0, ..args.server.options(args.listen) };
     let server = Server::build(options, services, identity.authenticator()).await?;
     let addr = server.local_addr();
 
