@@ -257,16 +257,14 @@ impl OutboxRelay {
         // One statement, committed on its own (no BEGIN and COMMIT round trips). The outer
         // `lease_until < $2` is checked again against the row as it is when updated, so two
         // relays racing for the same rows claim each row once. A row whose aggregate has an
-        // earlier row leased by another relay waits for it, and so does one whose aggregate
-        // has an unpublished row below the window (given back by a relay that failed): the
-        // whole-outbox claim that follows takes both, in order. Events of one aggregate are
+        // earlier row leased by another relay waits for it: events of one aggregate are
         // published in order even with several relays.
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 \
              WHERE publish_time IS NULL AND lease_until < $2 AND seq IN ( \
                SELECT o.seq FROM outbox o WHERE o.publish_time IS NULL AND o.lease_until < $2 \
                  AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.aggregate_id = o.aggregate_id \
-                   AND e.seq < o.seq AND e.publish_time IS NULL AND (e.lease_until >= $2 OR e.seq <= $4)) \
+                   AND e.seq < o.seq AND e.publish_time IS NULL AND e.lease_until >= $2) \
                  AND o.seq > $4 AND o.seq <= $5 \
                ORDER BY o.seq LIMIT $3) \
              RETURNING seq, stream, payload",
