@@ -95,9 +95,6 @@ struct Scan {
     full_at: Option<std::time::Instant>,
 }
 
-/// A claim after the last one looks this many batches of `seq` ahead.
-const CLAIM_WINDOW: i64 = 4;
-
 /// How often a busy relay looks at the whole outbox rather than after its last claim.
 pub const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -246,12 +243,8 @@ impl OutboxRelay {
         Ok(claimed)
     }
 
-    /// Claims a batch among the rows whose `seq` is above `after`: within a window of
-    /// [`CLAIM_WINDOW`] batches above it, or anywhere when `after` is 0. The planner sorts
-    /// every candidate before it takes the first batch, so without the window each claim
-    /// cost as much as the whole backlog, and a relay that fell behind fell further behind.
+    /// Claims a batch among the rows whose `seq` is above `after`.
     async fn claim_after(&self, after: i64) -> Result<Vec<Claimed>, DbError> {
-        let upto = if after == 0 { i64::MAX } else { after.saturating_add(CLAIM_WINDOW * self.batch_size) };
         let now = now_micros();
         let lease_until = now + i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX / 2);
         // One statement, committed on its own (no BEGIN and COMMIT round trips). The outer
@@ -265,7 +258,7 @@ impl OutboxRelay {
                SELECT o.seq FROM outbox o WHERE o.publish_time IS NULL AND o.lease_until < $2 \
                  AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.aggregate_id = o.aggregate_id \
                    AND e.seq < o.seq AND e.publish_time IS NULL AND e.lease_until >= $2) \
-                 AND o.seq > $4 AND o.seq <= $5 \
+                 AND o.seq > $4 \
                ORDER BY o.seq LIMIT $3) \
              RETURNING seq, stream, payload",
         )
@@ -273,7 +266,6 @@ impl OutboxRelay {
         .bind(now)
         .bind(self.batch_size)
         .bind(after)
-        .bind(upto)
         .fetch_all(self.db.pool())
         .await?;
         let mut claimed = rows
