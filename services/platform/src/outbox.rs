@@ -80,23 +80,7 @@ pub struct OutboxRelay {
     poll_interval: Duration,
     linger: Duration,
     lease: Duration,
-    scan: std::sync::Mutex<Scan>,
 }
-
-/// Where the next claim starts looking. Published rows stay in the unpublished-rows index as
-/// dead entries until VACUUM; a claim from the start of the table visits every one of their
-/// heap pages, which at a few hundred claims a second over tens of thousands of published rows
-/// starved the relay. So a claim starts after the last row this relay claimed, and looks at
-/// the whole table only when that finds nothing, after a failure, and at least every
-/// [`FULL_SCAN_INTERVAL`]: a row that committed late with a lower `seq` waits at most that.
-#[derive(Default)]
-struct Scan {
-    after: i64,
-    full_at: Option<std::time::Instant>,
-}
-
-/// How often a busy relay looks at the whole outbox rather than after its last claim.
-pub const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Claimed {
     seq: i64,
@@ -114,7 +98,6 @@ impl OutboxRelay {
             poll_interval: Duration::from_millis(250),
             linger: LINGER,
             lease: Duration::from_secs(30),
-            scan: std::sync::Mutex::new(Scan::default()),
         }
     }
 
@@ -174,8 +157,6 @@ impl OutboxRelay {
         }
         let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
         if let Err(err) = self.publish(&claimed).await {
-            // The next claim looks at the whole outbox again.
-            self.scan.lock().unwrap_or_else(std::sync::PoisonError::into_inner).full_at = None;
             // Give the rows back at once rather than when the lease runs out.
             self.update_rows("UPDATE outbox SET lease_until = 0 WHERE seq IN", None, &seqs).await?;
             return Err(err.into());
@@ -223,28 +204,6 @@ impl OutboxRelay {
     }
 
     async fn claim(&self) -> Result<Vec<Claimed>, DbError> {
-        let after = {
-            let scan = self.scan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if scan.full_at.is_none_or(|t| t.elapsed() >= FULL_SCAN_INTERVAL) { 0 } else { scan.after }
-        };
-        let mut claimed = self.claim_after(after).await?;
-        let mut full = after == 0;
-        if claimed.is_empty() && !full {
-            claimed = self.claim_after(0).await?;
-            full = true;
-        }
-        let mut scan = self.scan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if full {
-            scan.full_at = Some(std::time::Instant::now());
-        }
-        if let Some(last) = claimed.last() {
-            scan.after = last.seq;
-        }
-        Ok(claimed)
-    }
-
-    /// Claims a batch among the rows whose `seq` is above `after`.
-    async fn claim_after(&self, after: i64) -> Result<Vec<Claimed>, DbError> {
         let now = now_micros();
         let lease_until = now + i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX / 2);
         // One statement, committed on its own (no BEGIN and COMMIT round trips). The outer
@@ -258,14 +217,12 @@ impl OutboxRelay {
                SELECT o.seq FROM outbox o WHERE o.publish_time IS NULL AND o.lease_until < $2 \
                  AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.aggregate_id = o.aggregate_id \
                    AND e.seq < o.seq AND e.publish_time IS NULL AND e.lease_until >= $2) \
-                 AND o.seq > $4 \
                ORDER BY o.seq LIMIT $3) \
              RETURNING seq, stream, payload",
         )
         .bind(lease_until)
         .bind(now)
         .bind(self.batch_size)
-        .bind(after)
         .fetch_all(self.db.pool())
         .await?;
         let mut claimed = rows

@@ -231,37 +231,6 @@ async fn relays_keep_each_aggregate_in_order(test: TestDb) {
     assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
 }
 
-/// An event whose transaction took its `seq` before a later one's but committed after that one
-/// was published is still published: finding nothing after its last claim, the relay looks at
-/// the whole outbox. (PostgreSQL only: SQLite's writers do not overlap.)
-#[tokio::test]
-async fn a_late_commit_below_the_last_claim_is_published() {
-    let Some(test) = TestDb::postgres().await else { return };
-    let db = connect(&test).await;
-    db.migrate(MIGRATIONS).await.unwrap();
-    let published = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let bus = Arc::new(RecordingBus { gate: None, published: published.clone() });
-    let relay = OutboxRelay::new(db.clone(), bus as Arc<dyn EventBus>);
-
-    let mut late = db.begin().await.unwrap();
-    let late_event = outbox::enqueue(
-        &mut late,
-        "stream",
-        "test",
-        "late",
-        Payload::TeamDeleted(TeamDeleted { team_id: "late".into() }),
-    )
-    .await
-    .unwrap();
-    let early = enqueue(&db, "early").await;
-    assert_eq!(relay.publish_batch().await.unwrap(), 1);
-    late.commit().await.unwrap();
-    assert_eq!(relay.publish_batch().await.unwrap(), 1);
-    assert_eq!(relay.publish_batch().await.unwrap(), 0);
-    assert_eq!(*published.lock().unwrap(), [early, format!("late/{}", late_event.id)]);
-    assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
-}
-
 backend_tests!(
     relays_keep_each_aggregate_in_order,
     concurrent_migrations_apply_once,
