@@ -9,19 +9,20 @@
 //! tier of every team that earned points, in the background, each in a transaction of its
 //! own, writing `TierChanged` to the outbox for each change; the refreshes of one team are
 //! coalesced ([`crate::refresh`]). A redelivered event that was credited before runs the
-//! refreshes again, and the sweep (also at start-up) makes up for one a crash cut off. Lost deals, deals without a
-//! program and malformed events change nothing.
+//! refreshes again, and the sweep (also at start-up) makes up for one a crash cut off. Lost
+//! deals, deals without a program and malformed events change nothing.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
+use sqlx::AnyConnection;
 use tandem_platform::{
     bus::EventHandler,
     db::Tx,
     ids::new_id,
     outbox,
-    time::{from_timestamp, now_micros},
+    time::{Micros, from_timestamp, now_micros},
 };
 use tandem_proto::events::v1::{DealClosed, DealKind, Event, event::Payload};
 
@@ -56,23 +57,9 @@ impl EventHandler for DealPoints {
             tiers.commit(tx).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             teams
         } else {
-            // Credited before; its refresh may not have run (a crash, a failed refresh).
-            drop(tx);
-            let mut conn = tiers.db.pool().acquire().await?;
-            let mut teams = vec![deal.team_id.clone()];
-            if deal.will_manage {
-                teams.extend(
-                    store::managing_partners(
-                        &mut conn,
-                        &deal.program_id,
-                        &deal.client_id,
-                        calendar::active_since(now_micros()),
-                        &deal.team_id,
-                    )
-                    .await?,
-                );
-            }
-            teams
+            // Credited before; its refresh may not have run (a crash). Nothing is written:
+            // the transaction only reads, and rolls back when dropped.
+            earning_teams(&mut tx, deal, now_micros()).await?
         };
         // In transactions of their own, after the points are committed, so that the team's
         // lock is not held across this transaction's commit, and in the background, so that
@@ -120,23 +107,34 @@ async fn credit(
     };
     // The sold entry is written even at zero points: its amount counts as sourced.
     store::insert_entry(tx, &entry(&deal.team_id, PointsKind::Sold, calc.sold, Some(sourced_cents))).await?;
-    let mut teams = vec![deal.team_id.clone()];
+    let teams = earning_teams(tx, deal, now).await?;
     if deal.will_manage {
-        let others = store::managing_partners(
-            tx,
-            &deal.program_id,
-            &deal.client_id,
-            calendar::active_since(now),
-            &deal.team_id,
-        )
-        .await?;
-        let share = points::managed_points(calc.sold, u32::try_from(others.len()).unwrap_or(u32::MAX));
-        teams.extend(others);
+        let others = u32::try_from(teams.len() - 1).unwrap_or(u32::MAX);
+        let share = points::managed_points(calc.sold, others);
         if share > 0 {
             for team in &teams {
                 store::insert_entry(tx, &entry(team, PointsKind::Managed, share, None)).await?;
             }
         }
+    }
+    Ok(teams)
+}
+
+/// The teams a won deal credits: the seller and, when it will manage the client, the client's
+/// other managing partners at `now`.
+async fn earning_teams(c: &mut AnyConnection, deal: &DealClosed, now: Micros) -> anyhow::Result<Vec<String>> {
+    let mut teams = vec![deal.team_id.clone()];
+    if deal.will_manage {
+        teams.extend(
+            store::managing_partners(
+                c,
+                &deal.program_id,
+                &deal.client_id,
+                calendar::active_since(now),
+                &deal.team_id,
+            )
+            .await?,
+        );
     }
     Ok(teams)
 }
