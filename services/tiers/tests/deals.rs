@@ -36,6 +36,27 @@ fn deal(h: &Harness, team: &str, client: &str, usd_cents: i64, will_manage: bool
     }
 }
 
+/// A tier of the harness's program, made by staff.
+async fn create_tier(h: &Harness, name: &str, rank: i32, points_threshold: i64) -> pb::Tier {
+    h.tier
+        .clone()
+        .create_tier(req(
+            &h.staff,
+            pb::CreateTierRequest {
+                program_id: h.program.clone(),
+                name: name.into(),
+                rank,
+                points_threshold,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tier
+        .unwrap()
+}
+
 /// The team's status once the handler's background refreshes are done.
 async fn status(h: &Harness, team: &str) -> pb::GetTierStatusResponse {
     h.tiers.refreshes_settled().await;
@@ -77,24 +98,7 @@ async fn tier_changes(h: &Harness) -> Vec<tandem_proto::events::v1::TierChanged>
 
 async fn a_won_deal_credits_points_once_and_changes_the_tier(db: TestDb) {
     let h = Harness::start(db).await;
-    let gold = h
-        .tier
-        .clone()
-        .create_tier(req(
-            &h.staff,
-            pb::CreateTierRequest {
-                program_id: h.program.clone(),
-                name: "Gold".into(),
-                rank: 1,
-                points_threshold: 100,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tier
-        .unwrap();
+    let gold = create_tier(&h, "Gold", 1, 100).await;
     let handler = h.tiers.deal_handler();
     // 1 234.56 USD → 123 sold points; will manage alone → 123 managed.
     let event = deal(&h, &h.team, "acme.example", 123_456, true);
@@ -136,24 +140,7 @@ async fn a_won_deal_credits_points_once_and_changes_the_tier(db: TestDb) {
 /// beside a deal) still announce the tier their sum reaches, once.
 async fn concurrent_deals_of_one_team_announce_the_tier_they_reach_together(db: TestDb) {
     let h = Harness::start(db).await;
-    let gold = h
-        .tier
-        .clone()
-        .create_tier(req(
-            &h.staff,
-            pb::CreateTierRequest {
-                program_id: h.program.clone(),
-                name: "Gold".into(),
-                rank: 1,
-                points_threshold: 1_000,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tier
-        .unwrap();
+    let gold = create_tier(&h, "Gold", 1, 1_000).await;
     let handler = h.tiers.deal_handler();
     // Ten deals of 100 points each: only all ten together reach Gold.
     let events: Vec<Event> =
@@ -185,24 +172,7 @@ async fn a_redelivered_deal_refreshes_the_tier_it_credited_before(db: TestDb) {
     handler.handle(&event).await.unwrap();
     // A tier the team's 200 points reach, defined behind the handler's back (no sweep runs
     // in these tests): only a refresh finds it.
-    let gold = h
-        .tier
-        .clone()
-        .create_tier(req(
-            &h.staff,
-            pb::CreateTierRequest {
-                program_id: h.program.clone(),
-                name: "Gold".into(),
-                rank: 1,
-                points_threshold: 150,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tier
-        .unwrap();
+    let gold = create_tier(&h, "Gold", 1, 150).await;
     assert!(tier_changes(&h).await.is_empty());
     handler.handle(&event).await.unwrap();
     let s = status(&h, &h.team).await;
@@ -216,24 +186,7 @@ async fn a_redelivered_deal_refreshes_the_tier_it_credited_before(db: TestDb) {
 async fn the_sweeper_catches_up_at_start_up(db: TestDb) {
     let h = Harness::start(db).await;
     h.tiers.deal_handler().handle(&deal(&h, &h.team, "acme.example", 200_000, false)).await.unwrap();
-    let gold = h
-        .tier
-        .clone()
-        .create_tier(req(
-            &h.staff,
-            pb::CreateTierRequest {
-                program_id: h.program.clone(),
-                name: "Gold".into(),
-                rank: 1,
-                points_threshold: 150,
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tier
-        .unwrap();
+    let gold = create_tier(&h, "Gold", 1, 150).await;
     assert!(tier_changes(&h).await.is_empty());
     // Tiers started again (a fresh instance: no tier edit has woken its sweeper).
     let restarted = tandem_tiers::Tiers::new(
@@ -331,22 +284,8 @@ async fn a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_
 /// out of its tier, a raised threshold too, each with one `TierChanged`.
 async fn the_sweep_announces_tier_changes_nobody_acted_on(db: TestDb) {
     let h = Harness::start(db).await;
-    let create = |rank: i32, threshold: i64| {
-        let mut tiers = h.tier.clone();
-        let request = req(
-            &h.staff,
-            pb::CreateTierRequest {
-                program_id: h.program.clone(),
-                name: format!("Tier {rank}"),
-                rank,
-                points_threshold: threshold,
-                ..Default::default()
-            },
-        );
-        async move { tiers.create_tier(request).await.unwrap().into_inner().tier.unwrap() }
-    };
-    let silver = create(1, 50).await;
-    let gold = create(2, 100).await;
+    let silver = create_tier(&h, "Tier 1", 1, 50).await;
+    let gold = create_tier(&h, "Tier 2", 2, 100).await;
     h.tiers.deal_handler().handle(&deal(&h, &h.team, "acme.example", 150_000, false)).await.unwrap();
     assert_eq!(status(&h, &h.team).await.credited_tier.unwrap().id, gold.id);
     let now = tandem_platform::time::now_micros();
