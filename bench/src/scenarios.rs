@@ -314,18 +314,17 @@ pub async fn run(timing: Timing, quick: bool, only: Only) -> anyhow::Result<Repo
         scenarios.push(record_payment(&cluster, &world, timing).await?);
     }
     // overload offers twice tier_status's peak, so it needs tier_status first.
+    let mut peak = None;
     if only.wants("tier_status") || only.wants("overload") {
         let tier_status = tier_status(&cluster, &world, timing).await?;
-        let peak = tier_status.rps;
+        peak = Some(tier_status.rps);
         scenarios.push(tier_status);
-        if only.wants("event_lag") {
-            scenarios.push(event_lag(&cluster, &world, timing).await?);
-        }
-        if only.wants("overload") {
-            scenarios.push(overload(&cluster, &world, timing, peak, pids[2].1).await?);
-        }
-    } else if only.wants("event_lag") {
+    }
+    if only.wants("event_lag") {
         scenarios.push(event_lag(&cluster, &world, timing).await?);
+    }
+    if let (true, Some(peak)) = (only.wants("overload"), peak) {
+        scenarios.push(overload(&cluster, &world, timing, peak, pids[2].1).await?);
     }
     sampler.abort();
 
