@@ -96,6 +96,7 @@ pub async fn lock(tx: &mut Tx, key: &str) -> Result<(), DbError> {
 pub const PLATFORM_MIGRATIONS: &[MigrationSource] = &[
     (1, "platform", include_str!("../migrations/0001_platform.sql")),
     (2, "outbox order", include_str!("../migrations/0002_outbox_order.sql")),
+    (3, "outbox turns", include_str!("../migrations/0003_outbox_turns.sql")),
 ];
 
 /// Rewrites the dialect tokens of a migration for the backend:

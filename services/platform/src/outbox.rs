@@ -6,12 +6,13 @@ use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use prost::Message;
+use sqlx::AnyConnection;
 use tandem_proto::events::v1::{Event, event::Payload};
 use tokio::sync::Notify;
 
 use crate::{
     bus::EventBus,
-    db::{Db, DbError, Tx},
+    db::{self, Backend, Db, DbError, Tx},
     ids::new_id,
     telemetry,
     time::{now_micros, to_timestamp},
@@ -64,14 +65,28 @@ pub async fn mark_handled(tx: &mut Tx, consumer: &str, event_id: &str) -> Result
     Ok(inserted == 1)
 }
 
-/// How long a woken relay waits for more commits before it claims a batch. Each batch costs
-/// two commits and a bus round trip whatever its size, so under load a few milliseconds'
-/// wait saves most of them; alone, an event waits that much longer.
+/// How long a woken relay waits for more commits before it takes a batch. Each batch costs a
+/// commit and a bus round trip whatever its size, so under load a few milliseconds' wait saves
+/// most of them; alone, an event waits that much longer.
 pub const LINGER: Duration = Duration::from_millis(5);
 
-/// Publishes committed outbox rows to the bus. Several relays may run on one database: each
-/// claims a batch with a lease before publishing it, and a batch whose relay died is claimed
-/// again when its lease runs out (consumers dedupe by event id).
+/// How long a relay may sit in its transaction (publishing to the bus) before PostgreSQL ends
+/// its session, and with it the relay's turn: a relay that hangs does not stop the others.
+const TURN_TIMEOUT: &str = "30s";
+
+/// Publishes committed outbox rows to the bus, in `seq` order.
+///
+/// On PostgreSQL several relays (one per replica) share an outbox by taking turns: a relay
+/// takes a transaction-scoped advisory lock, reads the oldest unpublished rows, publishes them
+/// and marks them published in that transaction. The next relay's read starts once that
+/// commit is visible, so no row is published by two relays at once, each aggregate's events
+/// (indeed all of them) leave in order, and a relay that dies mid-batch leaves its rows
+/// unpublished for the next (consumers dedupe by event id). A turn is one index range scan and
+/// one update, whatever the backlog.
+///
+/// On SQLite (the embedded default, one process) a relay publishes outside a transaction:
+/// in-process consumers write to the databases while it publishes, their own included. Run
+/// one relay per SQLite database.
 pub struct OutboxRelay {
     db: Db,
     bus: Arc<dyn EventBus>,
@@ -79,14 +94,16 @@ pub struct OutboxRelay {
     batch_size: i64,
     poll_interval: Duration,
     linger: Duration,
-    lease: Duration,
 }
 
-struct Claimed {
+struct Unpublished {
     seq: i64,
     stream: String,
     event: Event,
 }
+
+/// The advisory lock the relays of one database take turns on.
+const RELAY_LOCK: &str = "tandem.outbox.relay";
 
 impl OutboxRelay {
     pub fn new(db: Db, bus: Arc<dyn EventBus>) -> Self {
@@ -97,7 +114,6 @@ impl OutboxRelay {
             batch_size: 256,
             poll_interval: Duration::from_millis(250),
             linger: LINGER,
-            lease: Duration::from_secs(30),
         }
     }
 
@@ -149,93 +165,78 @@ impl OutboxRelay {
         }
     }
 
-    /// Claims, publishes and marks one batch; returns how many events it published.
+    /// Publishes and marks one batch of the oldest unpublished events; returns how many it
+    /// published. When the bus fails, the batch stays unpublished.
     pub async fn publish_batch(&self) -> anyhow::Result<usize> {
-        let claimed = self.claim().await?;
-        if claimed.is_empty() {
+        match self.db.backend() {
+            Backend::Postgres => {
+                let mut tx = self.db.begin().await?;
+                sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true)")
+                    .bind(TURN_TIMEOUT)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(DbError::from)?;
+                db::lock(&mut tx, RELAY_LOCK).await?;
+                let published = self.relay(&mut tx).await?;
+                tx.commit().await.map_err(DbError::from)?;
+                Ok(published)
+            }
+            Backend::Sqlite => {
+                let mut conn = self.db.pool().acquire().await.map_err(DbError::from)?;
+                self.relay(&mut conn).await
+            }
+        }
+    }
+
+    async fn relay(&self, conn: &mut AnyConnection) -> anyhow::Result<usize> {
+        let batch = self.unpublished(conn).await?;
+        if batch.is_empty() {
             return Ok(0);
         }
-        let seqs: Vec<i64> = claimed.iter().map(|c| c.seq).collect();
-        if let Err(err) = self.publish(&claimed).await {
-            // Give the rows back at once rather than when the lease runs out.
-            self.update_rows("UPDATE outbox SET lease_until = 0 WHERE seq IN", None, &seqs).await?;
-            return Err(err.into());
-        }
-        self.update_rows(
-            "UPDATE outbox SET lease_until = 0, publish_time = $1 WHERE seq IN",
-            Some(now_micros()),
-            &seqs,
-        )
-        .await?;
-        Ok(claimed.len())
+        self.publish(&batch).await?;
+        mark_published(conn, &batch).await?;
+        Ok(batch.len())
     }
 
-    /// Publishes stream by stream, keeping `seq` order inside each.
-    async fn publish(&self, claimed: &[Claimed]) -> Result<(), crate::bus::BusError> {
-        let mut start = 0;
-        while start < claimed.len() {
-            let stream = &claimed[start].stream;
-            let end = claimed[start..]
-                .iter()
-                .position(|c| &c.stream != stream)
-                .map_or(claimed.len(), |p| start + p);
-            let events: Vec<Event> = claimed[start..end].iter().map(|c| c.event.clone()).collect();
-            self.bus.publish(stream, &events).await?;
-            start = end;
-        }
-        Ok(())
-    }
-
-    /// Runs `sql` followed by ` (<seqs>)`, with `time` as `$1` when given.
-    async fn update_rows(&self, sql: &str, time: Option<i64>, seqs: &[i64]) -> Result<(), DbError> {
-        let first = if time.is_some() { 2 } else { 1 };
-        let placeholders: Vec<String> = (first..first + seqs.len()).map(|i| format!("${i}")).collect();
-        // Only placeholders are added to the fixed statement; the values are bound.
-        let sql = format!("{sql} ({})", placeholders.join(", "));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        if let Some(time) = time {
-            query = query.bind(time);
-        }
-        for seq in seqs {
-            query = query.bind(*seq);
-        }
-        query.execute(self.db.pool()).await?;
-        Ok(())
-    }
-
-    async fn claim(&self) -> Result<Vec<Claimed>, DbError> {
-        let now = now_micros();
-        let lease_until = now + i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX / 2);
-        // One statement, committed on its own (no BEGIN and COMMIT round trips). The outer
-        // `lease_until < $2` is checked again against the row as it is when updated, so two
-        // relays racing for the same rows claim each row once. A row whose aggregate has an
-        // earlier row leased by another relay waits for it: events of one aggregate are
-        // published in order even with several relays.
+    /// The oldest unpublished events, in `seq` order: a range scan of the unpublished-rows
+    /// index from its start.
+    async fn unpublished(&self, conn: &mut AnyConnection) -> Result<Vec<Unpublished>, DbError> {
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 \
-             WHERE publish_time IS NULL AND lease_until < $2 AND seq IN ( \
-               SELECT o.seq FROM outbox o WHERE o.publish_time IS NULL AND o.lease_until < $2 \
-                 AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.aggregate_id = o.aggregate_id \
-                   AND e.seq < o.seq AND e.publish_time IS NULL AND e.lease_until >= $2) \
-               ORDER BY o.seq LIMIT $3) \
-             RETURNING seq, stream, payload",
+            "SELECT seq, stream, payload FROM outbox WHERE publish_time IS NULL ORDER BY seq LIMIT $1",
         )
-        .bind(lease_until)
-        .bind(now)
         .bind(self.batch_size)
-        .fetch_all(self.db.pool())
+        .fetch_all(conn)
         .await?;
-        let mut claimed = rows
-            .into_iter()
+        rows.into_iter()
             .map(|(seq, stream, payload)| {
                 let bytes = STANDARD.decode(payload).map_err(|e| DbError::Other(e.to_string()))?;
                 let event = Event::decode(bytes.as_slice()).map_err(|e| DbError::Other(e.to_string()))?;
-                Ok(Claimed { seq, stream, event })
+                Ok(Unpublished { seq, stream, event })
             })
-            .collect::<Result<Vec<_>, DbError>>()?;
-        claimed.sort_by_key(|c| c.seq);
-        Ok(claimed)
+            .collect()
     }
+
+    /// Publishes stream by stream, keeping `seq` order inside each.
+    async fn publish(&self, batch: &[Unpublished]) -> Result<(), crate::bus::BusError> {
+        for run in batch.chunk_by(|a, b| a.stream == b.stream) {
+            let events: Vec<Event> = run.iter().map(|u| u.event.clone()).collect();
+            self.bus.publish(&run[0].stream, &events).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Stamps the batch's rows published.
+async fn mark_published(conn: &mut AnyConnection, batch: &[Unpublished]) -> Result<(), DbError> {
+    let placeholders: Vec<String> = (2..batch.len() + 2).map(|i| format!("${i}")).collect();
+    // Only placeholders are added to the fixed statement; the values are bound.
+    let sql = format!("UPDATE outbox SET publish_time = $1 WHERE seq IN ({})", placeholders.join(", "));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_micros());
+    for row in batch {
+        query = query.bind(row.seq);
+    }
+    query.execute(conn).await?;
+    Ok(())
 }
 
 /// How long published events are kept in the outbox (for inspection and replay by hand).

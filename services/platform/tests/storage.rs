@@ -37,7 +37,7 @@ async fn concurrent_migrations_apply_once(test: TestDb) {
     let db = &replicas[0];
     let (applied,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(db.pool()).await.unwrap();
-    assert_eq!(applied, 3, "the platform's two migrations and the service's, once each");
+    assert_eq!(applied, 4, "the platform's three migrations and the service's, once each");
     db.migrate(MIGRATIONS).await.expect("migrating again is a no-op");
 }
 
@@ -194,9 +194,37 @@ async fn enqueue(db: &Db, aggregate: &str) -> String {
     format!("{aggregate}/{}", event.id)
 }
 
-/// Two relays on one outbox: while one holds an aggregate's event, the other publishes other
-/// aggregates' events but not that aggregate's next one, so each aggregate stays in order.
-async fn relays_keep_each_aggregate_in_order(test: TestDb) {
+/// The advisory locks of the test database's sessions: (granted, waiting), and the pid of a
+/// session holding one.
+async fn advisory_locks(db: &Db) -> (i64, i64, Option<i32>) {
+    sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE granted), COUNT(*) FILTER (WHERE NOT granted), \
+                MIN(pid) FILTER (WHERE granted) \
+         FROM pg_locks WHERE locktype = 'advisory' AND database = \
+           (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+async fn until_locks(db: &Db, granted: i64, waiting: i64) -> Option<i32> {
+    for _ in 0..1000 {
+        let (g, w, holder) = advisory_locks(db).await;
+        if (g, w) == (granted, waiting) {
+            return holder;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("advisory locks never became {granted} granted and {waiting} waiting");
+}
+
+/// Two relays on one PostgreSQL outbox (two replicas): while one publishes its batch, the
+/// other waits for its turn instead of publishing later events first; then it publishes what
+/// the first left, so every aggregate's events leave in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_take_turns() {
+    let Some(test) = TestDb::postgres().await else { return };
     let db = connect(&test).await;
     db.migrate(MIGRATIONS).await.unwrap();
     let published = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -206,33 +234,56 @@ async fn relays_keep_each_aggregate_in_order(test: TestDb) {
     let x1 = enqueue(&db, "x").await;
     let slow = OutboxRelay::new(db.clone(), gated.clone() as Arc<dyn EventBus>);
     let slow_batch = tokio::spawn(async move { slow.publish_batch().await.unwrap() });
-    // Wait until the slow relay has claimed x1 and waits at its gate.
-    loop {
-        let (leased,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE lease_until > 0")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-        if leased == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    // The slow relay has its turn and waits at its gate with x1.
+    until_locks(&db, 1, 0).await;
     let x2 = enqueue(&db, "x").await;
     let y1 = enqueue(&db, "y").await;
 
     let fast = OutboxRelay::new(db.clone(), open as Arc<dyn EventBus>);
-    assert_eq!(fast.publish_batch().await.unwrap(), 1, "only y1: x2 waits for x1");
-    assert_eq!(*published.lock().unwrap(), std::slice::from_ref(&y1));
+    let fast_batch = tokio::spawn(async move { fast.publish_batch().await.unwrap() });
+    until_locks(&db, 1, 1).await;
+    assert!(published.lock().unwrap().is_empty(), "nothing leaves while the first relay has its turn");
 
     gated.gate.as_ref().unwrap().add_permits(1);
     assert_eq!(slow_batch.await.unwrap(), 1);
-    assert_eq!(fast.publish_batch().await.unwrap(), 1);
-    assert_eq!(*published.lock().unwrap(), [y1, x1, x2]);
+    assert_eq!(fast_batch.await.unwrap(), 2, "x2 and y1, not x1 again");
+    assert_eq!(*published.lock().unwrap(), [x1, x2, y1]);
     assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
 }
 
+/// A relay whose session dies during its turn (the process killed, the connection cut) marks
+/// nothing: the next relay gets the turn at once and publishes the whole batch again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_dies_leaves_its_batch_to_the_next() {
+    let Some(test) = TestDb::postgres().await else { return };
+    let db = connect(&test).await;
+    db.migrate(MIGRATIONS).await.unwrap();
+    let published = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gated =
+        Arc::new(RecordingBus { gate: Some(tokio::sync::Semaphore::new(0)), published: published.clone() });
+    let x1 = enqueue(&db, "x").await;
+    let y1 = enqueue(&db, "y").await;
+    let dying = OutboxRelay::new(db.clone(), gated.clone() as Arc<dyn EventBus>);
+    let dying_batch = tokio::spawn(async move { dying.publish_batch().await });
+    let holder = until_locks(&db, 1, 0).await.expect("the relay's session");
+
+    let next =
+        OutboxRelay::new(db.clone(), Arc::new(RecordingBus { gate: None, published: published.clone() }));
+    let next_batch = tokio::spawn(async move { next.publish_batch().await.unwrap() });
+    until_locks(&db, 1, 1).await;
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(holder).execute(db.pool()).await.unwrap();
+    assert_eq!(next_batch.await.unwrap(), 2);
+    assert_eq!(*published.lock().unwrap(), [x1.clone(), y1.clone()]);
+    assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
+
+    // The dead relay's publish goes through (a duplicate consumers skip by id), but its mark
+    // fails with its session.
+    gated.gate.as_ref().unwrap().add_permits(1);
+    assert!(dying_batch.await.unwrap().is_err());
+    assert_eq!(*published.lock().unwrap(), [x1.clone(), y1.clone(), x1, y1]);
+}
+
 backend_tests!(
-    relays_keep_each_aggregate_in_order,
     concurrent_migrations_apply_once,
     idempotency_under_concurrent_retries,
     outbox_publishes_committed_events_in_order,
