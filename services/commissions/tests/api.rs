@@ -909,6 +909,38 @@ async fn won_deals_accrue_once_with_the_tier_multiplier(db: TestDb) {
     h.assert_books_balance().await;
 }
 
+/// A batch of won deals accrues each once (one already handled, a lost deal among them), in
+/// one transaction; a batch with an event that fails accrues none of its events.
+async fn a_batch_of_won_deals_accrues_all_or_none(db: TestDb) {
+    let h = Harness::start(db).await;
+    h.plan_with(1_000, 0, 10, 0, vec![]).await;
+    h.verified_customer("acme.example.com").await;
+    let deals = h.commissions.deal_handler();
+    deals.handle(&deal_event(&h, "e1", true, 100_000)).await.unwrap();
+    let batch = [
+        deal_event(&h, "e1", true, 100_000),
+        deal_event(&h, "e2", true, 50_000),
+        deal_event(&h, "e3", false, 100_000),
+        deal_event(&h, "e4", true, 20_000),
+    ];
+    deals.handle_batch(&batch).await.expect("takes batches").unwrap();
+    assert_eq!(h.amounts().await, (0, 17_000, 0), "10% of 1 000 + 500 + 200, each once");
+
+    // A second event about a deal that already has its commission breaks the one-commission-
+    // per-deal rule, and with it the batch.
+    let mut again = deal_event(&h, "e5", true, 100_000);
+    if let Some(Payload::DealClosed(d)) = &mut again.payload {
+        d.deal_id = "deal-e2".into();
+    }
+    let failed =
+        deals.handle_batch(&[deal_event(&h, "e6", true, 30_000), again]).await.expect("takes batches");
+    assert!(failed.is_err());
+    assert_eq!(h.amounts().await.1, 17_000, "none of the failed batch");
+    deals.handle(&deal_event(&h, "e6", true, 30_000)).await.unwrap();
+    assert_eq!(h.amounts().await.1, 20_000);
+    h.assert_books_balance().await;
+}
+
 tandem_platform::backend_tests!(
     customers_are_mapped_once_and_managed_after_verification,
     commission_is_held_released_withdrawn_whole_and_paid,
@@ -920,4 +952,5 @@ tandem_platform::backend_tests!(
     bad_input_is_refused_with_the_right_codes,
     every_role_on_every_guarded_rpc,
     won_deals_accrue_once_with_the_tier_multiplier,
+    a_batch_of_won_deals_accrues_all_or_none,
 );

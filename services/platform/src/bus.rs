@@ -15,7 +15,7 @@ use tandem_proto::events::v1::Event;
 use tokio::sync::{Mutex, RwLock};
 use tracing::Instrument;
 
-use crate::{db::DbError, telemetry};
+use crate::{db::DbError, error::ServiceError, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -28,6 +28,31 @@ pub enum BusError {
 pub trait EventHandler: Send + Sync + 'static {
     /// Applies the event. An error means "not applied": the event is delivered again.
     async fn handle(&self, event: &Event) -> anyhow::Result<()>;
+
+    /// Applies several events of the stream, in their order, all or none: for a handler whose
+    /// effect is a few writes, one transaction (one commit) for the lot instead of one each.
+    /// Each event's work should run in its [`event_span`]. `None` (the default) when the
+    /// handler applies events one by one only. On an error nothing is applied, and the bus
+    /// applies each event on its own with [`EventHandler::handle`], which retries and
+    /// dead-letters them one by one.
+    async fn handle_batch(&self, _events: &[Event]) -> Option<anyhow::Result<()>> {
+        None
+    }
+}
+
+/// The span an event is applied in: a child of the change that caused it (the trace context
+/// travels in the event's headers).
+pub fn event_span(event: &Event) -> tracing::Span {
+    let span = tracing::info_span!("event.apply", event_id = %event.id, aggregate_id = %event.aggregate_id);
+    telemetry::set_parent_from_map(&span, &event.headers);
+    span
+}
+
+/// Records that a consumer applied `event` (the applied-events count and the consumer lag).
+pub fn applied(stream: &str, group: &str, event: &Event) {
+    if let Some(occurred) = event.occur_time.as_ref().and_then(crate::time::from_timestamp) {
+        crate::metrics::event_applied(stream, group, occurred);
+    }
 }
 
 #[async_trait]
@@ -56,16 +81,17 @@ pub async fn apply(
     let span = tracing::info_span!("event.apply", stream, group, event_id = %event.id, aggregate_id = %event.aggregate_id);
     telemetry::set_parent_from_map(&span, &event.headers);
     handler.handle(event).instrument(span).await?;
-    if let Some(occurred) = event.occur_time.as_ref().and_then(crate::time::from_timestamp) {
-        crate::metrics::event_applied(stream, group, occurred);
-    }
+    applied(stream, group, event);
     Ok(())
 }
 
 /// Whether a handler's failure is the database being unreachable: such an event is retried
 /// until the database returns, never dead-lettered.
 pub fn is_transient(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| matches!(cause.downcast_ref::<DbError>(), Some(DbError::Unavailable(_))))
+    err.chain().any(|cause| {
+        matches!(cause.downcast_ref::<DbError>(), Some(DbError::Unavailable(_)))
+            || matches!(cause.downcast_ref::<ServiceError>(), Some(ServiceError::Db(DbError::Unavailable(_))))
+    })
 }
 
 /// An event that failed every delivery attempt, with its last error.
@@ -168,6 +194,18 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+
+    /// A database outage waits, whether a handler passes the storage error on as it is or as
+    /// a service's error; other failures do not.
+    #[test]
+    fn database_outages_are_transient_however_wrapped() {
+        let away = || DbError::Unavailable("connection refused".into());
+        assert!(is_transient(&anyhow::Error::from(away())));
+        assert!(is_transient(&anyhow::Error::from(ServiceError::Db(away()))));
+        assert!(is_transient(&anyhow::Error::from(ServiceError::Db(away())).context("applying an event")));
+        assert!(!is_transient(&anyhow::Error::from(ServiceError::Db(DbError::UniqueViolation))));
+        assert!(!is_transient(&anyhow::Error::from(ServiceError::NotFound("rate"))));
+    }
 
     struct Flaky {
         failures_left: AtomicU32,

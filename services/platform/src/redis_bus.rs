@@ -34,6 +34,7 @@ use redis::{
 };
 use tandem_proto::events::v1::Event;
 use tokio::sync::{Mutex, watch};
+use tracing::Instrument;
 
 use crate::{
     bus::{self, BusError, EventBus, EventHandler},
@@ -459,6 +460,10 @@ impl Consumer {
     /// Applies a batch: the entries of one aggregate in order, different aggregates side by
     /// side (at most [`RedisBusSettings::concurrency`] at once).
     async fn process_batch(&self, entries: &[StreamId]) -> Outcome {
+        if entries.len() > 1 && self.apply_together(entries).await {
+            self.ack(&entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>()).await;
+            return Outcome::Done;
+        }
         let mut chains: Vec<Vec<&StreamId>> = Vec::new();
         let mut chain_of: HashMap<&[u8], usize> = HashMap::new();
         for entry in entries {
@@ -484,6 +489,28 @@ impl Consumer {
             Outcome::Stopped
         } else {
             Outcome::Done
+        }
+    }
+
+    /// Applies the entries in one [`EventHandler::handle_batch`] when the handler takes
+    /// batches and every entry decodes; false when they are still to be applied one by one.
+    async fn apply_together(&self, entries: &[StreamId]) -> bool {
+        let Ok(events) = entries.iter().map(decode).collect::<Result<Vec<Event>, String>>() else {
+            return false;
+        };
+        let span = tracing::info_span!("event.apply_batch", stream = %self.stream, group = %self.group, events = events.len());
+        match self.handler.handle_batch(&events).instrument(span).await {
+            None => false,
+            Some(Ok(())) => {
+                for event in &events {
+                    bus::applied(&self.stream, &self.group, event);
+                }
+                true
+            }
+            Some(Err(err)) => {
+                tracing::info!(stream = %self.stream, group = %self.group, events = events.len(), error = %format!("{err:#}"), "a batch failed; applying its events one by one");
+                false
+            }
         }
     }
 

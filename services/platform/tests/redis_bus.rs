@@ -181,6 +181,74 @@ async fn an_event_that_keeps_failing_is_dead_lettered_with_its_error() {
     bus.close();
 }
 
+/// A [`Recorder`] that also takes batches: all or none, refused whole when one of its events
+/// fails.
+#[derive(Default)]
+struct Batching {
+    recorder: Recorder,
+    batches: Mutex<Vec<usize>>,
+}
+
+#[async_trait]
+impl EventHandler for Batching {
+    async fn handle(&self, event: &Event) -> anyhow::Result<()> {
+        self.recorder.handle(event).await
+    }
+
+    async fn handle_batch(&self, events: &[Event]) -> Option<anyhow::Result<()>> {
+        let failures = self.recorder.failures.lock().unwrap();
+        if let Some(bad) = events.iter().find(|e| failures.get(&e.id).is_some_and(|left| *left > 0)) {
+            return Some(Err(anyhow::anyhow!("no exchange rate for {}", bad.id)));
+        }
+        self.recorder.applied.lock().unwrap().extend(events.iter().map(|e| e.id.clone()));
+        self.batches.lock().unwrap().push(events.len());
+        Some(Ok(()))
+    }
+}
+
+/// Entries read together go to a batching handler at once, in order, and are acknowledged;
+/// a batch that fails is applied event by event, so only its bad event is dead-lettered.
+#[tokio::test]
+async fn batches_are_applied_together_and_a_failed_one_event_by_event() {
+    let Some(url) = redis_url() else { return };
+    let stream = stream_name("batches");
+    let bus = RedisBus::connect(&url, quick_settings("c1")).unwrap();
+    let ids: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
+    // Published before the group exists: the first read takes them all.
+    bus.publish(&stream, &ids.iter().map(|id| event(id)).collect::<Vec<_>>()).await.unwrap();
+    let handler = Arc::new(Batching::default());
+    bus.subscribe(&stream, "g", handler.clone()).await.unwrap();
+    eventually("the batch applied", async || handler.recorder.applied().len() == 20).await;
+    assert_eq!(handler.recorder.applied(), ids);
+    assert_eq!(*handler.batches.lock().unwrap(), [20], "one batch, one call");
+    let mut conn = redis(&url).await;
+    assert_eq!(pending(&mut conn, &stream, "g").await, 0);
+    bus.close();
+
+    let stream = stream_name("bad-batch");
+    let bus = RedisBus::connect(&url, quick_settings("c1")).unwrap();
+    bus.publish(&stream, &[event("ok-1"), event("bad"), event("ok-2")]).await.unwrap();
+    let handler =
+        Arc::new(Batching { recorder: Recorder::failing("bad", u32::MAX, false), ..Batching::default() });
+    bus.subscribe(&stream, "g", handler.clone()).await.unwrap();
+    eventually("the good events applied", async || handler.recorder.applied().len() == 2).await;
+    assert_eq!(handler.recorder.applied(), ["ok-1", "ok-2"]);
+    assert!(handler.batches.lock().unwrap().is_empty(), "the batch applied nothing");
+    eventually("the bad event dead-lettered", async || {
+        let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(dead_letter_stream(&stream))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        dead.ids.len() == 1 && dead.ids[0].get::<String>("id").as_deref() == Some("bad")
+    })
+    .await;
+    eventually("everything acknowledged", async || pending(&mut conn, &stream, "g").await == 0).await;
+    bus.close();
+}
+
 #[tokio::test]
 async fn a_database_outage_is_waited_out_never_dead_lettered() {
     let Some(url) = redis_url() else { return };

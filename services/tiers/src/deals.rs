@@ -10,21 +10,26 @@
 //! own, writing `TierChanged` to the outbox for each change; the refreshes of one team are
 //! coalesced ([`crate::refresh`]). A redelivered event that was credited before runs the
 //! refreshes again, and the sweep (also at start-up) makes up for one a crash cut off. Lost
-//! deals, deals without a program and malformed events change nothing.
+//! deals, deals without a program and malformed events change nothing. A batch of events
+//! (under load) is applied in one transaction, all or none.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use sqlx::AnyConnection;
 use tandem_platform::{
-    bus::EventHandler,
+    bus::{self, EventHandler},
     db::Tx,
     ids::new_id,
     outbox,
     time::{Micros, from_timestamp, now_micros},
 };
 use tandem_proto::events::v1::{DealClosed, DealKind, Event, event::Payload};
+use tracing::Instrument;
 
 use crate::{
     DEALS_CONSUMER, Tiers,
@@ -42,30 +47,70 @@ pub(crate) struct DealPoints(pub(crate) Arc<Tiers>);
 #[async_trait]
 impl EventHandler for DealPoints {
     async fn handle(&self, event: &Event) -> anyhow::Result<()> {
-        let Some(Payload::DealClosed(deal)) = &event.payload else { return Ok(()) };
-        if !deal.won || deal.program_id.is_empty() {
-            return Ok(());
-        }
-        let Some(amount) = deal_amount(deal) else {
-            tracing::warn!(event_id = %event.id, deal_id = %deal.deal_id, "won deal without a valid amount, team or client: no points");
-            return Ok(());
-        };
+        let Some((deal, amount)) = earning(event) else { return Ok(()) };
         let tiers = &self.0;
         let mut tx = tiers.db.begin().await?;
-        let teams = if outbox::mark_handled(&mut tx, DEALS_CONSUMER, &event.id).await? {
-            let teams = credit(&mut tx, event, deal, &amount).await?;
-            tiers.commit(tx).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            teams
-        } else {
-            // Credited before; its refresh may not have run (a crash). Nothing is written:
-            // the transaction only reads, and rolls back when dropped.
-            earning_teams(&mut tx, deal, now_micros()).await?
-        };
+        let teams = apply(&mut tx, event, deal, &amount).await?;
+        tiers.commit(tx).await?;
         // In transactions of their own, after the points are committed, so that the team's
         // lock is not held across this transaction's commit, and in the background, so that
         // the next events need not wait for them.
         tiers.refresh_credited_later(deal.program_id.clone(), teams);
         Ok(())
+    }
+
+    /// The events' points in one transaction; then each crediting team's refresh, once.
+    async fn handle_batch(&self, events: &[Event]) -> Option<anyhow::Result<()>> {
+        let tiers = &self.0;
+        let applied = async {
+            let earning: Vec<_> = events.iter().filter_map(|e| earning(e).map(|(d, a)| (e, d, a))).collect();
+            let mut refreshes: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+            if earning.is_empty() {
+                return Ok(refreshes);
+            }
+            let mut tx = tiers.db.begin().await?;
+            for (event, deal, amount) in earning {
+                let teams = apply(&mut tx, event, deal, &amount).instrument(bus::event_span(event)).await?;
+                refreshes.entry(deal.program_id.as_str()).or_default().extend(teams);
+            }
+            tiers.commit(tx).await?;
+            Ok(refreshes)
+        };
+        Some(applied.await.map(|refreshes| {
+            for (program_id, teams) in refreshes {
+                tiers.refresh_credited_later(program_id.to_owned(), teams.into_iter().collect());
+            }
+        }))
+    }
+}
+
+/// The won deal and its amount when the event earns points; `None` for other events, lost
+/// deals, deals without a program, and malformed ones (logged).
+fn earning(event: &Event) -> Option<(&DealClosed, Amount)> {
+    let Some(Payload::DealClosed(deal)) = &event.payload else { return None };
+    if !deal.won || deal.program_id.is_empty() {
+        return None;
+    }
+    let Some(amount) = deal_amount(deal) else {
+        tracing::warn!(event_id = %event.id, deal_id = %deal.deal_id, "won deal without a valid amount, team or client: no points");
+        return None;
+    };
+    Some((deal, amount))
+}
+
+/// Applies a won deal in `tx`, once: credits its points unless the event was handled before.
+/// Returns the teams whose credited tier to refresh (again, for an event handled before: its
+/// refresh may not have run, a crash).
+async fn apply(
+    tx: &mut Tx,
+    event: &Event,
+    deal: &DealClosed,
+    amount: &Amount,
+) -> anyhow::Result<Vec<String>> {
+    if outbox::mark_handled(tx, DEALS_CONSUMER, &event.id).await? {
+        credit(tx, event, deal, amount).await
+    } else {
+        earning_teams(tx, deal, now_micros()).await
     }
 }
 
@@ -80,9 +125,7 @@ async fn credit(
     let earned_at =
         deal.close_time.as_ref().or(event.occur_time.as_ref()).and_then(from_timestamp).unwrap_or(now);
     // A missing exchange rate fails the event: it is retried, then dead-lettered.
-    let (rates, market_type) = ledger::rates_for(tx, &amount.currency, &deal.client_market)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (rates, market_type) = ledger::rates_for(tx, &amount.currency, &deal.client_market).await?;
     let calc = points::calculate(amount, rates, false, 0)?;
     let sourced_cents = i64::try_from((calc.usd * Decimal::ONE_HUNDRED).floor()).unwrap_or(i64::MAX);
     let deal_type = DealKind::try_from(deal.deal_type).ok().and_then(DealType::from_event);

@@ -280,6 +280,49 @@ async fn a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_
     assert_eq!(history.entries[0].deal_type, i32::from(pb::DealType::NewBusiness));
 }
 
+/// A batch is credited in one go, each event once (one already handled, a lost deal among
+/// them), and the tier it reaches is announced once; a batch with an event that cannot be
+/// applied (no exchange rate) credits none of its events.
+async fn a_batch_of_won_deals_is_credited_all_or_none(db: TestDb) {
+    let h = Harness::start(db).await;
+    let gold = create_tier(&h, "Gold", 1, 100).await;
+    let handler = h.tiers.deal_handler();
+    let first = deal(&h, &h.team, "a.example", 40_000, false);
+    handler.handle(&first).await.unwrap();
+    let mut lost = deal(&h, &h.team, "b.example", 1_000_000, false);
+    if let Some(Payload::DealClosed(d)) = &mut lost.payload {
+        d.won = false;
+    }
+    let batch = [
+        first,
+        deal(&h, &h.team, "c.example", 30_000, false),
+        lost,
+        deal(&h, &h.team, "d.example", 50_000, false),
+        deal(&h, &h.other_team, "e.example", 20_000, false),
+    ];
+    handler.handle_batch(&batch).await.expect("takes batches").unwrap();
+    let s = status(&h, &h.team).await;
+    assert_eq!(s.sold_points, 40 + 30 + 50);
+    assert_eq!(s.credited_tier.unwrap().id, gold.id);
+    assert_eq!(status(&h, &h.other_team).await.sold_points, 20);
+    assert_eq!(tier_changes(&h).await.len(), 1, "one announcement for the team the batch lifted");
+    // Delivered again, one by one: nothing changes.
+    for event in &batch {
+        handler.handle(event).await.unwrap();
+    }
+    assert_eq!(status(&h, &h.team).await.sold_points, 120);
+
+    let mut unpriced = deal(&h, &h.other_team, "eu.example", 100_000, false);
+    if let Some(Payload::DealClosed(d)) = &mut unpriced.payload {
+        d.amount = Some(Money { currency_code: "EUR".into(), amount_minor: 100_000 });
+    }
+    let priced = deal(&h, &h.other_team, "f.example", 10_000, false);
+    assert!(handler.handle_batch(&[priced.clone(), unpriced]).await.expect("takes batches").is_err());
+    assert_eq!(status(&h, &h.other_team).await.sold_points, 20, "none of the failed batch");
+    handler.handle(&priced).await.unwrap();
+    assert_eq!(status(&h, &h.other_team).await.sold_points, 30);
+}
+
 /// The sweep announces what time and tier redefinitions change: expired points drop a team
 /// out of its tier, a raised threshold too, each with one `TierChanged`.
 async fn the_sweep_announces_tier_changes_nobody_acted_on(db: TestDb) {
@@ -326,4 +369,5 @@ tandem_platform::backend_tests!(
     the_sweeper_catches_up_at_start_up,
     managed_points_are_split_with_the_other_managing_partners,
     a_currency_without_a_rate_fails_the_event_and_is_applied_once_the_rate_exists,
+    a_batch_of_won_deals_is_credited_all_or_none,
 );
