@@ -19,6 +19,7 @@ use tandem_proto::{
 use tonic::Code;
 
 backend_tests!(
+    a_change_answers_the_deal_as_it_now_reads,
     registration_conflicts_on_the_normalised_domain_first_wins,
     register_deal_retried_concurrently_makes_one_deal,
     concurrent_registrations_of_one_customer_have_one_winner,
@@ -64,6 +65,42 @@ async fn update(
         }))
         .await
         .map(|r| r.into_inner().deal.unwrap())
+}
+
+/// Approving, updating and closing answer the deal as a read right after shows it: its deal
+/// team, and its customer's active registrations (two partners registered it).
+async fn a_change_answers_the_deal_as_it_now_reads(db: TestDb) {
+    let h = Harness::start(db).await;
+    let deal = h.register(&h.member, &h.team, "acme.com").await;
+    h.register(&h.other, &h.other_team, "acme.com").await;
+    let approved = approve(&h, &deal.id).await;
+    assert_eq!(approved.active_registration_count, 2);
+    assert_eq!(approved, get(&h, &h.member, &deal.id).await.unwrap());
+    let updated = update(
+        &h,
+        &h.member,
+        pb::Deal { id: deal.id.clone(), customer_name: "Acme Holdings".into(), ..Default::default() },
+        &["customer_name"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.customer_name, "Acme Holdings");
+    assert_eq!(updated, get(&h, &h.member, &deal.id).await.unwrap());
+    let closed = h
+        .deal
+        .clone()
+        .close_deal(
+            h.member
+                .req(pb::CloseDealRequest { deal_id: deal.id.clone(), outcome: pb::DealOutcome::Won.into() }),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .deal
+        .unwrap();
+    assert_eq!(closed.outcome(), pb::DealOutcome::Won);
+    assert_eq!(closed.deal_team.len(), 1);
+    assert_eq!(closed, get(&h, &h.member, &deal.id).await.unwrap());
 }
 
 async fn registration_conflicts_on_the_normalised_domain_first_wins(db: TestDb) {

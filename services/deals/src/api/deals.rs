@@ -128,22 +128,23 @@ impl DealsApi {
         store::deal(&mut conn, deal_id).await?.ok_or(DealsError::NotFound("deal"))
     }
 
-    /// Notifies the deal team of activity, except the user who caused it.
-    async fn notify_deal_team(
+    /// Notifies the deal team of a change, except the user who made it, and commits the
+    /// change. Returns the deal as changed, read in the change's transaction (so the answer
+    /// needs no second trip to the database).
+    async fn notify_and_commit(
         &self,
-        tx: &mut tandem_platform::db::Tx,
+        mut tx: tandem_platform::db::Tx,
         deal: &DealRow,
         actor: &str,
         kind: &str,
         title: String,
-    ) -> Result<()> {
-        let users: Vec<String> = store::deal_team(tx, &deal.id)
-            .await?
-            .into_iter()
-            .map(|m| m.user_id)
-            .filter(|u| u != actor)
-            .collect();
-        self.notify(tx, users, kind, title, &deal.id).await
+    ) -> Result<pb::Deal> {
+        let team = store::deal_team(&mut tx, &deal.id).await?;
+        let users: Vec<String> = team.iter().map(|m| m.user_id.clone()).filter(|u| u != actor).collect();
+        self.notify(&mut tx, users, kind, title, &deal.id).await?;
+        let active = store::active_registration_count(&mut tx, &deal.id).await?;
+        self.commit(tx).await?;
+        Ok(convert::deal(deal, active, &team))
     }
 
     async fn register_deal_(
@@ -291,16 +292,14 @@ impl DealsApi {
             return Err(DealsError::Conflict("the deal"));
         }
         let verb = if to == RegistrationStatus::Approved { "approved" } else { "rejected" };
-        self.notify_deal_team(
-            &mut tx,
+        self.notify_and_commit(
+            tx,
             &row,
             &caller.user_id,
             &format!("deal.registration_{verb}"),
             format!("The registration of {} was {verb}", row.customer_name),
         )
-        .await?;
-        self.commit(tx).await?;
-        self.deal_message(deal_id).await
+        .await
     }
 
     async fn approve_registration_(
@@ -487,16 +486,16 @@ impl DealsApi {
         if !store::update_deal(&mut tx, &row, current.update_time).await? {
             return Err(DealsError::Conflict("the deal"));
         }
-        self.notify_deal_team(
-            &mut tx,
-            &row,
-            &caller.user_id,
-            "deal.updated",
-            format!("{} was updated", row.customer_name),
-        )
-        .await?;
-        self.commit(tx).await?;
-        Ok(pb::UpdateDealResponse { deal: Some(self.deal_message(&row.id).await?) })
+        let deal = self
+            .notify_and_commit(
+                tx,
+                &row,
+                &caller.user_id,
+                "deal.updated",
+                format!("{} was updated", row.customer_name),
+            )
+            .await?;
+        Ok(pb::UpdateDealResponse { deal: Some(deal) })
     }
 
     /// The side the caller acts for on a deal's team; partners must contribute to its team.
@@ -626,15 +625,15 @@ impl DealsApi {
         };
         self.emit(&mut tx, &row.id, Payload::DealClosed(event)).await?;
         let verb = if won { "won" } else { "lost" };
-        self.notify_deal_team(
-            &mut tx,
-            &row,
-            &caller.user_id,
-            &format!("deal.{verb}"),
-            format!("{} was {verb}", row.customer_name),
-        )
-        .await?;
-        self.commit(tx).await?;
-        Ok(pb::CloseDealResponse { deal: Some(self.deal_message(&row.id).await?) })
+        let deal = self
+            .notify_and_commit(
+                tx,
+                &row,
+                &caller.user_id,
+                &format!("deal.{verb}"),
+                format!("{} was {verb}", row.customer_name),
+            )
+            .await?;
+        Ok(pb::CloseDealResponse { deal: Some(deal) })
     }
 }

@@ -530,6 +530,16 @@ pub async fn deal_view(c: &mut Conn, id: &str) -> R<Option<DealView>> {
     .await?)
 }
 
+/// How many registrations of the deal's customer domain are active (its own included).
+pub async fn active_registration_count(c: &mut Conn, id: &str) -> R<i64> {
+    let (active,): (i64,) =
+        sqlx::query_as(AssertSqlSafe(format!("SELECT {ACTIVE_COUNT} FROM deals d WHERE id = $1")))
+            .bind(id)
+            .fetch_one(c)
+            .await?;
+    Ok(active)
+}
+
 /// Writes the deal back when it has not changed since `seen_update_time`; `false` otherwise.
 pub async fn update_deal(c: &mut Conn, d: &DealRow, seen_update_time: i64) -> R<bool> {
     Ok(sqlx::query(
