@@ -50,7 +50,7 @@ impl StatusInputs {
     }
 }
 
-/// A team's tiers, active totals and certification at `now`: three indexed reads.
+/// A team's tiers, active totals and certification at `now`: two statements.
 pub async fn status_inputs(
     c: &mut AnyConnection,
     program_id: &str,
@@ -59,9 +59,8 @@ pub async fn status_inputs(
 ) -> Result<StatusInputs> {
     let rows = store::program_tiers(c, program_id).await?;
     let tiers = rows.iter().map(store::TierRow::def).collect();
-    let (totals, sourced_usd_cents) =
-        store::team_totals(c, program_id, team_id, calendar::active_since(now), now).await?;
-    let certified_until = store::certified_until(c, team_id, now).await?;
+    let (totals, sourced_usd_cents, certified_until) =
+        store::team_standing(c, program_id, team_id, calendar::active_since(now), now).await?;
     Ok(StatusInputs { rows, tiers, totals, sourced_usd_cents, certified_until, now })
 }
 

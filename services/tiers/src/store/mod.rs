@@ -186,17 +186,6 @@ pub async fn insert_certification(c: &mut Conn, row: &CertificationRow) -> R<()>
     Ok(())
 }
 
-/// Until when the team's latest certification is valid, when one is valid at `now`.
-pub async fn certified_until(c: &mut Conn, team_id: &str, now: Micros) -> R<Option<i64>> {
-    let (until,): (Option<i64>,) =
-        sqlx::query_as("SELECT MAX(valid_until) FROM certifications WHERE team_id = $1 AND valid_until > $2")
-            .bind(team_id)
-            .bind(now)
-            .fetch_one(c)
-            .await?;
-    Ok(until)
-}
-
 // --- rates and multipliers ----------------------------------------------------------------
 
 /// The two decimal settings, each a table keyed by a code.
@@ -279,22 +268,24 @@ pub async fn insert_entry(c: &mut Conn, e: &EntryRow) -> R<()> {
     Ok(())
 }
 
-/// A team's totals in a program: active sold and managed points (earned at or after
-/// `active_since`, up to `now`), expired points and the sourced USD cents of the active window.
-/// One range scan of `points_by_team`.
-pub async fn team_totals(
+/// A team's standing in a program at `now`: its totals (active sold and managed points,
+/// earned at or after `active_since` and up to `now`, and expired points), the sourced USD
+/// cents of the active window, and the end of its latest certification still valid. One
+/// statement: a range scan of `points_by_team` and a lookup of the team's certifications.
+pub async fn team_standing(
     c: &mut Conn,
     program_id: &str,
     team_id: &str,
     active_since: Micros,
     now: Micros,
-) -> R<(Totals, i64)> {
-    let (sold, managed, expired, sourced): (i64, i64, i64, i64) = sqlx::query_as(
+) -> R<(Totals, i64, Option<Micros>)> {
+    let (sold, managed, expired, sourced, certified_until): (i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
         "SELECT \
            COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 AND kind = 'SOLD' THEN points ELSE 0 END) AS BIGINT), 0), \
            COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 AND kind = 'MANAGED' THEN points ELSE 0 END) AS BIGINT), 0), \
            COALESCE(CAST(SUM(CASE WHEN earned_at < $3 THEN points ELSE 0 END) AS BIGINT), 0), \
-           COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 THEN COALESCE(sourced_usd_cents, 0) ELSE 0 END) AS BIGINT), 0) \
+           COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 THEN COALESCE(sourced_usd_cents, 0) ELSE 0 END) AS BIGINT), 0), \
+           (SELECT MAX(valid_until) FROM certifications WHERE team_id = $2 AND valid_until > $4) \
          FROM points_entries WHERE program_id = $1 AND team_id = $2 AND earned_at <= $4",
     )
     .bind(program_id)
@@ -303,7 +294,7 @@ pub async fn team_totals(
     .bind(now)
     .fetch_one(c)
     .await?;
-    Ok((Totals { sold, managed, expired }, sourced))
+    Ok((Totals { sold, managed, expired }, sourced, certified_until))
 }
 
 /// The other teams that manage a client: those whose active managed points for it are positive.
