@@ -1,6 +1,6 @@
 //! Tier status latency on a large program: 10,000 teams × 100 points entries (a million rows)
 //! in PostgreSQL, then the status of random teams (tiers, the active-window sums and the
-//! certification: two statements, then the pure rules), with latency percentiles.
+//! certification: one statement, then the pure rules), with latency percentiles.
 //!
 //! `TANDEM_TEST_POSTGRES_URL=postgres://… cargo bench -p tandem-tiers` (without the variable it
 //! says so and does nothing). Not a timed test: it reports, it does not assert a budget.

@@ -50,17 +50,16 @@ impl StatusInputs {
     }
 }
 
-/// A team's tiers, active totals and certification at `now`: two statements.
+/// A team's tiers, active totals and certification at `now`, in one statement.
 pub async fn status_inputs(
     c: &mut AnyConnection,
     program_id: &str,
     team_id: &str,
     now: Micros,
 ) -> Result<StatusInputs> {
-    let rows = store::program_tiers(c, program_id).await?;
-    let tiers = rows.iter().map(store::TierRow::def).collect();
-    let (totals, sourced_usd_cents, certified_until) =
+    let store::Standing { totals, sourced_usd_cents, certified_until, tiers: rows } =
         store::team_standing(c, program_id, team_id, calendar::active_since(now), now).await?;
+    let tiers = rows.iter().map(store::TierRow::def).collect();
     Ok(StatusInputs { rows, tiers, totals, sourced_usd_cents, certified_until, now })
 }
 

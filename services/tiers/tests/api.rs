@@ -73,6 +73,10 @@ async fn status(h: &Harness, token: &str, target: &str) -> Result<pb::GetTierSta
 
 async fn tier_status_follows_points_expiry_and_certification(db: TestDb) {
     let mut h = Harness::start(db).await;
+    // A program without tiers yet: a status all the same.
+    let bare = status(&h, &h.member, "").await.unwrap();
+    assert!(bare.current_tier.is_none() && bare.next_tier.is_none() && bare.credited_tier.is_none());
+    assert_eq!((bare.total_points, bare.certified), (0, false));
     let gold = create_tier(&mut h, "Gold", 1, 100, 50, 0, false).await;
     let platinum = create_tier(&mut h, "Platinum", 2, 500, 100, 100, false).await;
     let diamond = create_tier(&mut h, "Diamond", 3, 1_000, 200, 200, true).await;

@@ -168,11 +168,6 @@ pub async fn list_tiers(c: &mut Conn, program_id: &str, after_rank: i64, limit: 
     .await?)
 }
 
-/// Every tier of a program (a handful), by rank.
-pub async fn program_tiers(c: &mut Conn, program_id: &str) -> R<Vec<TierRow>> {
-    list_tiers(c, program_id, i64::MIN, i64::MAX).await
-}
-
 // --- certifications -----------------------------------------------------------------------
 
 pub async fn insert_certification(c: &mut Conn, row: &CertificationRow) -> R<()> {
@@ -268,33 +263,94 @@ pub async fn insert_entry(c: &mut Conn, e: &EntryRow) -> R<()> {
     Ok(())
 }
 
-/// A team's standing in a program at `now`: its totals (active sold and managed points,
-/// earned at or after `active_since` and up to `now`, and expired points), the sourced USD
-/// cents of the active window, and the end of its latest certification still valid. One
-/// statement: a range scan of `points_by_team` and a lookup of the team's certifications.
+/// A team's standing in a program at `now`, with the program's tiers by rank.
+pub struct Standing {
+    /// Active sold and managed points (earned at or after `active_since`, up to `now`), and
+    /// expired points.
+    pub totals: Totals,
+    /// The sourced USD cents of the active window.
+    pub sourced_usd_cents: i64,
+    /// The end of the team's latest certification still valid.
+    pub certified_until: Option<Micros>,
+    pub tiers: Vec<TierRow>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StandingRow {
+    sold: i64,
+    managed: i64,
+    expired: i64,
+    sourced: i64,
+    certified_until: Option<i64>,
+    id: Option<String>,
+    program_id: Option<String>,
+    name: Option<String>,
+    rank: Option<i64>,
+    points_threshold: Option<i64>,
+    sold_points_minimum: Option<i64>,
+    managed_points_minimum: Option<i64>,
+    requires_certification: Option<i64>,
+    create_time: Option<i64>,
+    update_time: Option<i64>,
+}
+
+impl StandingRow {
+    fn tier(self) -> Option<TierRow> {
+        Some(TierRow {
+            id: self.id?,
+            program_id: self.program_id?,
+            name: self.name?,
+            rank: self.rank?,
+            points_threshold: self.points_threshold?,
+            sold_points_minimum: self.sold_points_minimum?,
+            managed_points_minimum: self.managed_points_minimum?,
+            requires_certification: self.requires_certification? != 0,
+            create_time: self.create_time?,
+            update_time: self.update_time?,
+        })
+    }
+}
+
+/// A team's [`Standing`] in one statement: its sums (a range scan of `points_by_team`) and
+/// certification, joined to each tier of the program (a handful; one row without a tier when
+/// the program has none).
 pub async fn team_standing(
     c: &mut Conn,
     program_id: &str,
     team_id: &str,
     active_since: Micros,
     now: Micros,
-) -> R<(Totals, i64, Option<Micros>)> {
-    let (sold, managed, expired, sourced, certified_until): (i64, i64, i64, i64, Option<i64>) = sqlx::query_as(
-        "SELECT \
-           COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 AND kind = 'SOLD' THEN points ELSE 0 END) AS BIGINT), 0), \
-           COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 AND kind = 'MANAGED' THEN points ELSE 0 END) AS BIGINT), 0), \
-           COALESCE(CAST(SUM(CASE WHEN earned_at < $3 THEN points ELSE 0 END) AS BIGINT), 0), \
-           COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 THEN COALESCE(sourced_usd_cents, 0) ELSE 0 END) AS BIGINT), 0), \
-           (SELECT MAX(valid_until) FROM certifications WHERE team_id = $2 AND valid_until > $4) \
-         FROM points_entries WHERE program_id = $1 AND team_id = $2 AND earned_at <= $4",
+) -> R<Standing> {
+    let rows: Vec<StandingRow> = sqlx::query_as(
+        "SELECT s.sold, s.managed, s.expired, s.sourced, s.certified_until, t.id, t.program_id, t.name, \
+           t.rank, t.points_threshold, t.sold_points_minimum, t.managed_points_minimum, \
+           t.requires_certification, t.create_time, t.update_time \
+         FROM (SELECT \
+             COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 AND kind = 'SOLD' THEN points ELSE 0 END) AS BIGINT), 0) AS sold, \
+             COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 AND kind = 'MANAGED' THEN points ELSE 0 END) AS BIGINT), 0) AS managed, \
+             COALESCE(CAST(SUM(CASE WHEN earned_at < $3 THEN points ELSE 0 END) AS BIGINT), 0) AS expired, \
+             COALESCE(CAST(SUM(CASE WHEN earned_at >= $3 THEN COALESCE(sourced_usd_cents, 0) ELSE 0 END) AS BIGINT), 0) AS sourced, \
+             (SELECT MAX(valid_until) FROM certifications WHERE team_id = $2 AND valid_until > $4) AS certified_until \
+           FROM points_entries WHERE program_id = $1 AND team_id = $2 AND earned_at <= $4) s \
+         LEFT JOIN tiers t ON t.program_id = $1 \
+         ORDER BY t.rank",
     )
     .bind(program_id)
     .bind(team_id)
     .bind(active_since)
     .bind(now)
-    .fetch_one(c)
+    .fetch_all(c)
     .await?;
-    Ok((Totals { sold, managed, expired }, sourced, certified_until))
+    let Some(first) = rows.first() else {
+        return Err(sqlx::Error::RowNotFound.into());
+    };
+    let (totals, sourced_usd_cents, certified_until) = (
+        Totals { sold: first.sold, managed: first.managed, expired: first.expired },
+        first.sourced,
+        first.certified_until,
+    );
+    let tiers = rows.into_iter().filter_map(StandingRow::tier).collect();
+    Ok(Standing { totals, sourced_usd_cents, certified_until, tiers })
 }
 
 /// The other teams that manage a client: those whose active managed points for it are positive.
