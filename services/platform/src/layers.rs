@@ -90,10 +90,16 @@ where
 #[derive(Clone)]
 pub struct Shed {
     permits: Arc<Semaphore>,
+    /// The refusal, built once: under overload most requests get it, and what a refusal
+    /// costs is taken from the requests being served.
+    refusal: Status,
 }
 
 pub fn shed(max: usize) -> AroundLayer<Shed> {
-    AroundLayer(Shed { permits: Arc::new(Semaphore::new(max.max(1))) })
+    AroundLayer(Shed {
+        permits: Arc::new(Semaphore::new(max.max(1))),
+        refusal: ApiError::ResourceExhausted("server is at capacity; retry with backoff".into()).into(),
+    })
 }
 
 impl Around for Shed {
@@ -105,11 +111,8 @@ impl Around for Shed {
         R: Default + 'static,
     {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            return Box::pin(async {
-                Ok(reply(
-                    ApiError::ResourceExhausted("server is at capacity; retry with backoff".into()).into(),
-                ))
-            });
+            let refusal = self.refusal.clone();
+            return Box::pin(async move { Ok(reply(refusal)) });
         };
         Box::pin(async move {
             let response = inner.call(req).await;
@@ -411,7 +414,9 @@ impl Around for Trace {
             rpc.method = %method,
             rpc.grpc.status_code = tracing::field::Empty,
         );
-        telemetry::set_parent_from_headers(&span, req.headers());
+        if !span.is_disabled() {
+            telemetry::set_parent_from_headers(&span, req.headers());
+        }
         let started = Instant::now();
         Box::pin(
             async move {

@@ -218,8 +218,10 @@ impl Server {
         let layers = tower::ServiceBuilder::new()
             .layer(meter())
             .layer(trace())
-            .layer(invalid_bodies())
+            // Shedding comes before anything that costs per request but the count and the
+            // span: a refusal is the cheapest answer there is.
             .layer(shed(options.max_concurrent_requests))
+            .layer(invalid_bodies())
             .layer(deadline(options.request_timeout))
             .layer(authenticate(authenticator))
             .layer(rate_limit(options.rate_limit_per_second, options.rate_limit_burst));
