@@ -79,9 +79,10 @@ const TURN_TIMEOUT: &str = "30s";
 /// On PostgreSQL several relays (one per replica) share an outbox by taking turns: a relay
 /// takes a transaction-scoped advisory lock, reads the oldest unpublished rows, publishes them
 /// and marks them published in that transaction. The next relay's read starts once that
-/// commit is visible, so no row is published by two relays at once, each aggregate's events
-/// (indeed all of them) leave in order, and a relay that dies mid-batch leaves its rows
-/// unpublished for the next (consumers dedupe by event id). A turn is one index range scan and
+/// commit is visible, so no row is published by two relays at once, events leave in `seq`
+/// order as their commits become visible (an aggregate's in order: its changes commit one
+/// after another), and a relay that dies mid-batch leaves its rows unpublished for the next
+/// (consumers dedupe by event id). A turn is one index range scan and
 /// one update, whatever the backlog.
 ///
 /// On SQLite (the embedded default, one process) a relay publishes outside a transaction:

@@ -457,8 +457,9 @@ impl Consumer {
         Ok(())
     }
 
-    /// Applies a batch: the entries of one aggregate in order, different aggregates side by
-    /// side (at most [`RedisBusSettings::concurrency`] at once).
+    /// Applies a batch: in one [`EventHandler::handle_batch`] when the handler takes batches;
+    /// otherwise (or when that fails) the entries of one aggregate in order, different
+    /// aggregates side by side (at most [`RedisBusSettings::concurrency`] at once).
     async fn process_batch(&self, entries: &[StreamId]) -> Outcome {
         if entries.len() > 1 && self.apply_together(entries).await {
             self.ack(&entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>()).await;
