@@ -123,6 +123,14 @@ async fn read_without_acknowledging(
         .unwrap();
 }
 
+/// Every entry of the stream's dead letters.
+async fn dead_letters(
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> redis::streams::StreamRangeReply {
+    redis::cmd("XRANGE").arg(dead_letter_stream(stream)).arg("-").arg("+").query_async(conn).await.unwrap()
+}
+
 async fn pending(conn: &mut redis::aio::MultiplexedConnection, stream: &str, group: &str) -> i64 {
     let summary: (i64, redis::Value, redis::Value, redis::Value) =
         redis::cmd("XPENDING").arg(stream).arg(group).query_async(conn).await.unwrap();
@@ -165,13 +173,7 @@ async fn an_event_that_keeps_failing_is_dead_lettered_with_its_error() {
     eventually("the good events applied", async || handler.applied().len() == 2).await;
     assert_eq!(handler.applied(), ["ok-1", "ok-2"], "a bad event does not hold back the next");
     let mut conn = redis(&url).await;
-    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(dead_letter_stream(&stream))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let dead = dead_letters(&mut conn, &stream).await;
     assert_eq!(dead.ids.len(), 1);
     let field = |name: &str| -> String { dead.ids[0].get(name).unwrap() };
     assert_eq!(field("id"), "bad");
@@ -235,13 +237,7 @@ async fn batches_are_applied_together_and_a_failed_one_event_by_event() {
     assert_eq!(handler.recorder.applied(), ["ok-1", "ok-2"]);
     assert!(handler.batches.lock().unwrap().is_empty(), "the batch applied nothing");
     eventually("the bad event dead-lettered", async || {
-        let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(dead_letter_stream(&stream))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let dead = dead_letters(&mut conn, &stream).await;
         dead.ids.len() == 1 && dead.ids[0].get::<String>("id").as_deref() == Some("bad")
     })
     .await;

@@ -219,18 +219,26 @@ async fn until_locks(db: &Db, granted: i64, waiting: i64) -> Option<i32> {
     panic!("advisory locks never became {granted} granted and {waiting} waiting");
 }
 
+/// A migrated PostgreSQL database and the buses of two relays sharing one log of what they
+/// published: a gated one (shut until the test adds a permit) and an open one.
+async fn two_relays(test: &TestDb) -> (Db, Arc<RecordingBus>, Arc<RecordingBus>) {
+    let db = connect(test).await;
+    db.migrate(MIGRATIONS).await.unwrap();
+    let published = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gated =
+        Arc::new(RecordingBus { gate: Some(tokio::sync::Semaphore::new(0)), published: published.clone() });
+    let open = Arc::new(RecordingBus { gate: None, published });
+    (db, gated, open)
+}
+
 /// Two relays on one PostgreSQL outbox (two replicas): while one publishes its batch, the
 /// other waits for its turn instead of publishing later events first; then it publishes what
 /// the first left, so every aggregate's events leave in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_take_turns() {
     let Some(test) = TestDb::postgres().await else { return };
-    let db = connect(&test).await;
-    db.migrate(MIGRATIONS).await.unwrap();
-    let published = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let gated =
-        Arc::new(RecordingBus { gate: Some(tokio::sync::Semaphore::new(0)), published: published.clone() });
-    let open = Arc::new(RecordingBus { gate: None, published: published.clone() });
+    let (db, gated, open) = two_relays(&test).await;
+    let published = gated.published.clone();
     let x1 = enqueue(&db, "x").await;
     let slow = OutboxRelay::new(db.clone(), gated.clone() as Arc<dyn EventBus>);
     let slow_batch = tokio::spawn(async move { slow.publish_batch().await.unwrap() });
@@ -256,19 +264,15 @@ async fn relays_take_turns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_dies_leaves_its_batch_to_the_next() {
     let Some(test) = TestDb::postgres().await else { return };
-    let db = connect(&test).await;
-    db.migrate(MIGRATIONS).await.unwrap();
-    let published = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let gated =
-        Arc::new(RecordingBus { gate: Some(tokio::sync::Semaphore::new(0)), published: published.clone() });
+    let (db, gated, open) = two_relays(&test).await;
+    let published = gated.published.clone();
     let x1 = enqueue(&db, "x").await;
     let y1 = enqueue(&db, "y").await;
     let dying = OutboxRelay::new(db.clone(), gated.clone() as Arc<dyn EventBus>);
     let dying_batch = tokio::spawn(async move { dying.publish_batch().await });
     let holder = until_locks(&db, 1, 0).await.expect("the relay's session");
 
-    let next =
-        OutboxRelay::new(db.clone(), Arc::new(RecordingBus { gate: None, published: published.clone() }));
+    let next = OutboxRelay::new(db.clone(), open as Arc<dyn EventBus>);
     let next_batch = tokio::spawn(async move { next.publish_batch().await.unwrap() });
     until_locks(&db, 1, 1).await;
     sqlx::query("SELECT pg_terminate_backend($1)").bind(holder).execute(db.pool()).await.unwrap();
