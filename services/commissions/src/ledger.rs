@@ -104,7 +104,7 @@ pub async fn release_due(db: &Db, now: Micros) -> Result<usize> {
     let mut released = 0;
     loop {
         let due = {
-            let mut conn = db.pool().acquire().await?;
+            let mut conn = db.acquire().await?;
             store::due_commissions(&mut conn, now, 200).await?
         };
         if due.is_empty() {
@@ -127,6 +127,6 @@ pub async fn release_due(db: &Db, now: Micros) -> Result<usize> {
 
 /// Whether the team holds rewards in any currency.
 pub async fn team_holds_rewards(db: &Db, team_id: &str) -> Result<bool> {
-    let mut conn = db.pool().acquire().await?;
+    let mut conn = db.acquire().await?;
     Ok(store::team_balances(&mut conn, team_id).await?.iter().any(|(_, b)| b.holds_rewards()))
 }

@@ -96,7 +96,7 @@ impl Deals {
     /// a user of no shared team is unknown. From deals' copy of identity's members; asked of
     /// identity when the copy has never heard of the user or of the partner asking.
     pub async fn user_seen_by(&self, caller: &Caller, user_id: &str) -> Result<Option<UserInfo>> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let Some(user) = store::directory::user(&mut conn, user_id).await? else {
             return Ok(self.directory.user(caller, user_id).await?);
         };

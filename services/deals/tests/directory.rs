@@ -48,7 +48,7 @@ fn status(time: Micros, user: &str, active: bool) -> Event {
 }
 
 async fn known(h: &Harness, user: &str) -> Option<KnownUser> {
-    let mut conn = h.db.pool().acquire().await.unwrap();
+    let mut conn = h.db.acquire().await.unwrap();
     tandem_deals::store::directory::user(&mut conn, user).await.unwrap()
 }
 

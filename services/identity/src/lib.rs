@@ -228,7 +228,7 @@ impl Identity {
             self.cache.put_team_access(generation, user_id, team_id, access);
             return Ok(Some(access));
         }
-        let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
+        let mut conn = self.db.acquire().await.map_err(IdentityError::from)?;
         let Some((role, visibility)) = store::access_facts(&mut conn, team_id, user_id).await? else {
             return Ok(None);
         };
@@ -256,7 +256,7 @@ impl Identity {
             self.cache.put_user_status(generation, user_id, status);
             return Ok(Some(status));
         }
-        let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
+        let mut conn = self.db.acquire().await.map_err(IdentityError::from)?;
         let Some(user) = store::user_by_id(&mut conn, user_id).await? else { return Ok(None) };
         let status = UserStatus {
             active: user.active,
@@ -291,7 +291,7 @@ impl Identity {
     /// What other services need to know of a user: active, staff role, teams. `None` when the
     /// user does not exist.
     pub async fn user_access(&self, user_id: &str) -> Result<Option<UserAccess>> {
-        let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
+        let mut conn = self.db.acquire().await.map_err(IdentityError::from)?;
         let Some(user) = store::user_by_id(&mut conn, user_id).await? else { return Ok(None) };
         let team_ids =
             store::memberships_of(&mut conn, user_id).await?.into_iter().map(|m| m.team_id).collect();
@@ -308,7 +308,7 @@ impl Identity {
             return Ok(enrolled);
         }
         let generation = self.cache.generation();
-        let mut conn = self.db.pool().acquire().await.map_err(IdentityError::from)?;
+        let mut conn = self.db.acquire().await.map_err(IdentityError::from)?;
         let enrolled = store::team_enrolled(&mut conn, program_id, team_id).await?;
         self.cache.put_team_enrolled(generation, team_id, program_id, enrolled);
         Ok(enrolled)

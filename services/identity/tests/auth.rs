@@ -148,8 +148,10 @@ async fn sign_up_authenticate_refresh(db: TestDb) {
 
     // Secrets are stored hashed: neither the refresh nor the verification token is in a table.
     let fresh = app.login("ann@example.com", PASSWORD).await;
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT token_hash FROM refresh_tokens").fetch_all(app.db.pool()).await.unwrap();
+    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM refresh_tokens")
+        .fetch_all(&mut *app.db.acquire().await.unwrap())
+        .await
+        .unwrap();
     assert!(!stored.is_empty());
     assert!(stored.iter().all(|h| !h.contains(&fresh.refresh_token)));
     assert!(stored.contains(&tandem_identity::domain::secrets::hash_token(&fresh.refresh_token)));

@@ -167,7 +167,7 @@ async fn invitation_lifecycle(db: TestDb) {
     sqlx::query("UPDATE invitations SET expire_time = $1 WHERE id = $2")
         .bind(expired.create_time.unwrap().seconds * 1_000_000 - 1)
         .bind(&expired.id)
-        .execute(app.db.pool())
+        .execute(&mut *app.db.acquire().await.unwrap())
         .await
         .unwrap();
     app.accept_signed_in(&joiner, &expired.token)
@@ -204,7 +204,7 @@ async fn invitation_lifecycle(db: TestDb) {
     // Tokens are stored hashed: no plain token anywhere in the table.
     let rows: Vec<(String, String, String, String, String, String)> =
         sqlx::query_as("SELECT id, team_id, email, role, token_hash, invited_by_user_id FROM invitations")
-            .fetch_all(app.db.pool())
+            .fetch_all(&mut *app.db.acquire().await.unwrap())
             .await
             .unwrap();
     assert_eq!(rows.len(), 4);

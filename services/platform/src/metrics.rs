@@ -178,9 +178,8 @@ fn observe_databases(
         .with_description("Open connections of a database pool, by state (idle, in_use)")
         .with_callback(move |observer| {
             for (name, watched) in lock(&pools).iter() {
-                let pool = watched.db.pool();
-                let open = u64::from(pool.size());
-                let idle = (pool.num_idle() as u64).min(open);
+                let (open, idle) = watched.db.connections();
+                let (open, idle) = (u64::from(open), idle as u64);
                 let database = KeyValue::new("database", name.clone());
                 observer.observe(idle, &[database.clone(), KeyValue::new("state", "idle")]);
                 observer.observe(open - idle, &[database, KeyValue::new("state", "in_use")]);
@@ -193,7 +192,7 @@ fn observe_databases(
         .with_description("The most connections a database pool opens")
         .with_callback(move |observer| {
             for (name, watched) in lock(&pools).iter() {
-                let max = u64::from(watched.db.pool().options().get_max_connections());
+                let max = u64::from(watched.db.max_connections());
                 observer.observe(max, &[KeyValue::new("database", name.clone())]);
             }
         })

@@ -183,7 +183,7 @@ impl OutboxRelay {
                 Ok(published)
             }
             Backend::Sqlite => {
-                let mut conn = self.db.pool().acquire().await.map_err(DbError::from)?;
+                let mut conn = self.db.acquire().await?;
                 self.relay(&mut conn).await
             }
         }
@@ -250,7 +250,7 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<u64, DbError> {
     let before = now_micros() - i64::try_from(retention.as_micros()).unwrap_or(i64::MAX / 2);
     let deleted = sqlx::query("DELETE FROM outbox WHERE publish_time IS NOT NULL AND publish_time < $1")
         .bind(before)
-        .execute(db.pool())
+        .execute(&mut *db.acquire().await?)
         .await?
         .rows_affected();
     Ok(deleted)
@@ -258,7 +258,8 @@ pub async fn prune(db: &Db, retention: Duration) -> Result<u64, DbError> {
 
 /// How many events wait to be published (the outbox backlog).
 pub async fn backlog(db: &Db) -> Result<i64, DbError> {
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE publish_time IS NULL").fetch_one(db.pool()).await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE publish_time IS NULL")
+        .fetch_one(&mut *db.acquire().await?)
+        .await?;
     Ok(n)
 }

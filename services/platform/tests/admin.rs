@@ -267,7 +267,7 @@ async fn database_pool_and_outbox_backlog_are_reported(test: TestDb) {
     let series = |metric: &str, extra: &str| format!("{metric}{{database=\"{name}\"{extra}}}");
     let backlog = series("outbox_backlog_events", "");
 
-    let held = db.pool().acquire().await.unwrap();
+    let held = db.acquire().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let watching = tokio::spawn(metrics::watch_database(name.clone(), db.clone(), async {
         let _ = stopped.await;

@@ -35,8 +35,10 @@ async fn concurrent_migrations_apply_once(test: TestDb) {
         r.unwrap();
     }
     let db = &replicas[0];
-    let (applied,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(db.pool()).await.unwrap();
+    let (applied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&mut *db.acquire().await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(applied, 4, "the platform's three migrations and the service's, once each");
     db.migrate(MIGRATIONS).await.expect("migrating again is a no-op");
 }
@@ -77,7 +79,10 @@ async fn idempotency_under_concurrent_retries(test: TestDb) {
     let answers: Vec<Jwk> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
     assert_eq!(worked.load(Ordering::SeqCst), 1, "exactly one request did the work");
     assert!(answers.iter().all(|a| a == &answers[0]), "every retry got the first answer");
-    let (things,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM things").fetch_one(db.pool()).await.unwrap();
+    let (things,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM things")
+        .fetch_one(&mut *db.acquire().await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(things, 1);
 
     let other = idempotency::fingerprint(&Jwk { kid: "another request".into(), ..Default::default() });
@@ -203,7 +208,7 @@ async fn advisory_locks(db: &Db) -> (i64, i64, Option<i32>) {
          FROM pg_locks WHERE locktype = 'advisory' AND database = \
            (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
-    .fetch_one(db.pool())
+    .fetch_one(&mut *db.acquire().await.unwrap())
     .await
     .unwrap()
 }
@@ -275,7 +280,11 @@ async fn a_relay_that_dies_leaves_its_batch_to_the_next() {
     let next = OutboxRelay::new(db.clone(), open as Arc<dyn EventBus>);
     let next_batch = tokio::spawn(async move { next.publish_batch().await.unwrap() });
     until_locks(&db, 1, 1).await;
-    sqlx::query("SELECT pg_terminate_backend($1)").bind(holder).execute(db.pool()).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(holder)
+        .execute(&mut *db.acquire().await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(next_batch.await.unwrap(), 2);
     assert_eq!(*published.lock().unwrap(), [x1.clone(), y1.clone()]);
     assert_eq!(outbox::backlog(&db).await.unwrap(), 0);

@@ -69,7 +69,7 @@ async fn login(auth: &AuthServiceClient<Channel>, email: &str, password: &str) -
 async fn copy_shows(db: &Db, user_id: &str, team_id: &str, active: bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let mut conn = db.pool().acquire().await.unwrap();
+        let mut conn = db.acquire().await.unwrap();
         let known = tandem_deals::store::directory::user(&mut conn, user_id).await.unwrap();
         if known.as_ref().is_some_and(|u| u.active == active && u.team_ids.iter().any(|t| t == team_id)) {
             return;

@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         .bind(threshold / 10)
         .bind(i64::from(i >= 2))
         .bind(now)
-        .execute(db.pool())
+        .execute(&mut *db.acquire().await?)
         .await?;
     }
     let day = 86_400_000_000_i64;
@@ -82,15 +82,16 @@ async fn main() -> anyhow::Result<()> {
         .bind(batch * 1_000)
         .bind(batch * 1_000 + 999)
         .bind(ENTRIES_PER_TEAM)
-        .execute(db.pool())
+        .execute(&mut *db.acquire().await?)
         .await?;
     }
-    sqlx::query("ANALYZE points_entries").execute(db.pool()).await?;
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM points_entries").fetch_one(db.pool()).await?;
+    sqlx::query("ANALYZE points_entries").execute(&mut *db.acquire().await?).await?;
+    let (rows,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM points_entries").fetch_one(&mut *db.acquire().await?).await?;
     println!("tier_status: loaded {rows} entries for {TEAMS} teams in {:.1?}", started.elapsed());
 
     // Warm the pool and the caches, then measure.
-    let mut conn = db.pool().acquire().await?;
+    let mut conn = db.acquire().await?;
     let mut rng = rand::thread_rng();
     for _ in 0..200 {
         let team = team_id(rng.gen_range(0..TEAMS));

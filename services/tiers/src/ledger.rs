@@ -138,7 +138,7 @@ pub async fn sweep(db: &Db, now: Micros) -> Result<usize> {
     let (mut program, mut team) = (String::new(), String::new());
     let mut changed = 0;
     loop {
-        let mut conn = db.pool().acquire().await?;
+        let mut conn = db.acquire().await?;
         let batch = store::standings_after(&mut conn, &program, &team, BATCH).await?;
         drop(conn);
         for (program_id, team_id) in &batch {

@@ -81,7 +81,7 @@ async fn tier_changes(h: &Harness) -> Vec<tandem_proto::events::v1::TierChanged>
     use base64::Engine;
     h.tiers.refreshes_settled().await;
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT stream, payload FROM outbox ORDER BY seq")
-        .fetch_all(h.db.pool())
+        .fetch_all(&mut *h.db.acquire().await.unwrap())
         .await
         .unwrap();
     rows.into_iter()

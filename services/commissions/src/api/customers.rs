@@ -75,7 +75,7 @@ impl CommissionsApi {
         customer_id: &str,
         permission: Permission,
     ) -> Result<CustomerRow> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let customer =
             store::customer(&mut conn, customer_id).await?.ok_or(CommissionsError::NotFound("customer"))?;
         drop(conn);
@@ -145,7 +145,7 @@ impl CommissionsApi {
             create_time: now,
             update_time: now,
         };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         match store::insert_customer(&mut conn, &row).await {
             Ok(()) => {}
             Err(DbError::UniqueViolation) => {
@@ -172,7 +172,7 @@ impl CommissionsApi {
         Validator::new().id("team_id", "team", &team_id).finish()?;
         let page = Page::parse(page_size, &page_token)?;
         self.authorize(&caller, &team_id, Permission::TeamView, true, "team").await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_customers(&mut conn, &team_id, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |c| c.id.clone());
         Ok(pb::ListCustomersResponse {
@@ -202,7 +202,7 @@ impl CommissionsApi {
                 ));
             }
             let now = now_micros();
-            let mut conn = self.db.pool().acquire().await?;
+            let mut conn = self.db.acquire().await?;
             store::set_verified(&mut conn, &customer.id, now).await?;
             customer.domain_verified = true;
             customer.update_time = now;
@@ -243,7 +243,7 @@ impl CommissionsApi {
             customer.currency_code = price.currency;
         }
         customer.update_time = now;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         store::update_plan(&mut conn, &customer).await?;
         Ok(pb::ChangePlanResponse { customer: Some(convert::customer(&customer)) })
     }
@@ -326,7 +326,7 @@ impl CommissionsApi {
         v.finish()?;
         let amount = amount.unwrap_or_else(|| Money::zero("USD"));
         let payment = {
-            let mut conn = self.db.pool().acquire().await?;
+            let mut conn = self.db.acquire().await?;
             store::payment(&mut conn, &payment_id).await?.ok_or(CommissionsError::NotFound("payment"))?
         };
         let customer = self
@@ -419,7 +419,7 @@ impl CommissionsApi {
                 .ok_or_else(|| CommissionsError::invalid("page_token", "is not a token of this list"))?,
         };
         self.authorize(&caller, &team_id, Permission::TeamView, true, "team").await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_renewals(&mut conn, &team_id, (after.0, &after.1), page.limit()).await?;
         let (rows, next_page_token) =
             page.finish(rows, |c| format!("{}:{}", c.renewal_date.unwrap_or_default(), c.id));

@@ -113,7 +113,7 @@ impl CommissionsApi {
         if !team_id.is_empty() {
             self.authorize(&caller, &team_id, Permission::RewardsView, true, "team").await?;
         }
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let team = (!team_id.is_empty()).then_some(team_id.as_str());
         let rows = store::list_payouts(&mut conn, team, status, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |p| p.id.clone());

@@ -123,7 +123,7 @@ impl CommissionsApi {
         Validator::new().id("team_id", "team", &team_id).finish()?;
         let page = Page::parse(page_size, &page_token)?;
         self.authorize(&caller, &team_id, Permission::RewardsView, true, "team").await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_commissions(&mut conn, &team_id, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |c| c.id.clone());
         Ok(pb::ListCommissionsResponse {
@@ -140,7 +140,7 @@ impl CommissionsApi {
         let pb::GetCommissionSummaryRequest { team_id } = request.into_inner();
         Validator::new().id("team_id", "team", &team_id).finish()?;
         self.authorize(&caller, &team_id, Permission::RewardsView, true, "team").await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         // (customer, currency) → (sales, commission net of clawbacks, clawed back)
         let mut per: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
         for (customer, currency, sales) in store::sales_by_customer(&mut conn, &team_id).await? {
@@ -201,7 +201,7 @@ impl CommissionsApi {
                 .map_err(|_| CommissionsError::invalid("page_token", "is not a token of this list"))?,
         };
         self.authorize(&caller, &team_id, Permission::RewardsView, true, "team").await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let mut facts = Vec::new();
         for (kind, at, currency, minor) in store::statement_postings(&mut conn, &team_id).await? {
             facts.push(match PostingKind::parse(&kind) {

@@ -72,7 +72,7 @@ impl CommissionsApi {
         currency_field(&mut v, &currency_code);
         v.finish()?;
         self.authorize(&caller, &team_id, Permission::RewardsView, true, "team").await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let (currency, _) = self.rewards_currency(&mut conn, &currency_code).await?;
         let balances = store::team_balances(&mut conn, &team_id).await?;
         let main = balances.iter().find(|(c, _)| *c == currency).map(|(_, b)| *b).unwrap_or_default();
@@ -95,7 +95,7 @@ impl CommissionsApi {
         Validator::new().id("team_id", "team", &team_id).finish()?;
         let page = Page::parse(page_size, &page_token)?;
         self.authorize(&caller, &team_id, Permission::RewardsView, true, "team").await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_rewards(&mut conn, &team_id, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |r| r.id.clone());
         Ok(pb::ListRewardsResponse { rewards: rows.iter().map(convert::reward).collect(), next_page_token })

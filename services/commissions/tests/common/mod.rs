@@ -283,7 +283,7 @@ impl Harness {
 
     /// The ledger balances: debits equal credits per currency and every posting sums to zero.
     pub async fn assert_books_balance(&self) {
-        let mut conn = self.db.pool().acquire().await.unwrap();
+        let mut conn = self.db.acquire().await.unwrap();
         let (totals, unbalanced) = store::trial_balance(&mut conn).await.unwrap();
         assert_eq!(unbalanced, 0, "postings whose entries do not sum to zero");
         for (currency, debits, credits) in totals {

@@ -98,7 +98,7 @@ impl DealsApi {
     /// The deal as the API shows it: with its deal team and the active registrations of its
     /// domain.
     async fn deal_message(&self, id: &str) -> Result<pb::Deal> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let view = store::deal_view(&mut conn, id).await?.ok_or(DealsError::NotFound("deal"))?;
         let team = store::deal_team(&mut conn, id).await?;
         Ok(convert::deal(&view.deal, view.active_registrations, &team))
@@ -124,7 +124,7 @@ impl DealsApi {
     /// before identity is asked.
     async fn deal_row(&self, deal_id: &str) -> Result<DealRow> {
         Validator::new().id("deal_id", "deal", deal_id).finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         store::deal(&mut conn, deal_id).await?.ok_or(DealsError::NotFound("deal"))
     }
 
@@ -362,7 +362,7 @@ impl DealsApi {
             registration_status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
             min_active_registrations: i64::from(min_active_registrations),
         };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_deals(&mut conn, &filter, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |d| d.deal.id.clone());
         let mut deals = Vec::with_capacity(rows.len());

@@ -108,7 +108,7 @@ fn check_lead_fields(v: &mut Validator, l: &LeadRow) {
 
 impl DealsApi {
     pub(crate) async fn lead_message(&self, lead: &LeadRow) -> Result<pb::Lead> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let declined = store::declined_teams(&mut conn, &lead.id).await?;
         Ok(convert::lead(lead, declined))
     }
@@ -117,7 +117,7 @@ impl DealsApi {
     /// it waits in. NOT_FOUND otherwise.
     async fn visible_lead(&self, caller: &Caller, lead_id: &str) -> Result<LeadRow> {
         Validator::new().id("lead_id", "lead", lead_id).finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let lead = store::lead(&mut conn, lead_id).await?.ok_or(DealsError::NotFound("lead"))?;
         if self.can_view(caller, &lead.team_id).await? {
             return Ok(lead);
@@ -194,7 +194,7 @@ impl DealsApi {
         };
         v.finish()?;
         let page = Page::parse(page_size, &page_token)?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         // Partners list a team of theirs, or the unclaimed leads of a queue they belong to.
         let mut filter = LeadFilter {
             team_id: team_id.clone(),
@@ -306,7 +306,7 @@ impl DealsApi {
         }
         v.finish()?;
         if let Some(queue_id) = queue_id {
-            let mut conn = self.db.pool().acquire().await?;
+            let mut conn = self.db.acquire().await?;
             store::queue(&mut conn, queue_id).await?.ok_or(DealsError::NotFound("queue"))?;
             return Ok(Destination::Queue(queue_id.to_owned()));
         }
@@ -374,7 +374,7 @@ impl DealsApi {
         let caller = caller(&request)?;
         let lead_id = request.into_inner().lead_id;
         Validator::new().id("lead_id", "lead", &lead_id).finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let lead = store::lead(&mut conn, &lead_id).await?.ok_or(DealsError::NotFound("lead"))?;
         // Members of the lead's queue learn that another member was first; others see nothing.
         let member = match lead.queue_id.as_str() {

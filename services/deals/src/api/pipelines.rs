@@ -68,7 +68,7 @@ impl DealsApi {
         caller(&request)?;
         let pb::ListPipelinesRequest { page_size, page_token } = request.into_inner();
         let page = Page::parse(page_size, &page_token)?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_pipelines(&mut conn, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |p| p.id.clone());
         let mut pipelines = Vec::with_capacity(rows.len());

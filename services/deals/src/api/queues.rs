@@ -26,7 +26,7 @@ grpc! {
 
 impl DealsApi {
     async fn queue_message(&self, queue_id: &str) -> Result<pb::Queue> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let q = store::queue(&mut conn, queue_id).await?.ok_or(DealsError::NotFound("queue"))?;
         let members = store::queue_members(&mut conn, queue_id).await?;
         Ok(convert::queue(&q, &members))
@@ -103,7 +103,7 @@ impl DealsApi {
         let pb::ListQueuesRequest { page_size, page_token } = request.into_inner();
         let page = Page::parse(page_size, &page_token)?;
         let member = (!caller.is_staff()).then_some(caller.user_id.as_str());
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_queues(&mut conn, member, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |q| q.id.clone());
         // A queue spans teams: a partner sees the members of its own teams only, never who

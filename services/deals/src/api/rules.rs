@@ -130,7 +130,7 @@ impl DealsApi {
                 .and_then(|(p, id)| Some((p.parse::<i64>().ok()?, id.to_owned())))
                 .ok_or_else(|| DealsError::invalid("page_token", "is not a token of this list"))?,
         };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_rules(&mut conn, (after.0, &after.1), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |r| format!("{}/{}", r.priority, r.id));
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();

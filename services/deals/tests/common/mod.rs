@@ -287,7 +287,7 @@ impl Harness {
         use base64::Engine;
         use prost::Message;
         let rows: Vec<(String,)> = sqlx::query_as("SELECT payload FROM outbox ORDER BY seq")
-            .fetch_all(self.db.pool())
+            .fetch_all(&mut *self.db.acquire().await.unwrap())
             .await
             .unwrap();
         rows.into_iter()

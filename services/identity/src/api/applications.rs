@@ -103,7 +103,7 @@ impl IdentityApi {
             ApplicationStatus::try_from(status).map(|s| s.as_str_name().to_owned()).unwrap_or_default()
         };
         let applicant = if caller.is_staff() { String::new() } else { caller.user_id.clone() };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows =
             store::list_applications(&mut conn, &applicant, &status, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |a| a.id.clone());

@@ -146,7 +146,7 @@ impl Identity {
             .sign(&user.id, user.staff_role.as_deref(), issued_at, ACCESS_TTL_SECS)
             .map_err(IdentityError::Internal)?;
         let refresh = new_token();
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         store::insert_refresh_token(&mut conn, &hash_token(&refresh), &user.id, now + REFRESH_TTL, now)
             .await?;
         Ok((access, refresh))
@@ -209,7 +209,7 @@ impl IdentityApi {
             .check(!email.is_empty(), "email", "must not be empty")
             .check(!password.is_empty() && password.len() <= 1024, "password", "must be 1 to 1024 bytes")
             .finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let user = store::user_by_email(&mut conn, &normalize_email(&email)).await?;
         drop(conn);
         let phc = user.as_ref().map_or(DECOY_HASH.to_owned(), |u| u.password_hash.clone());
@@ -290,7 +290,7 @@ impl IdentityApi {
         request: Request<pb::GetCurrentUserRequest>,
     ) -> Result<pb::GetCurrentUserResponse> {
         let caller = caller(&request)?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let user =
             store::user_by_id(&mut conn, &caller.user_id).await?.ok_or(IdentityError::NotFound("user"))?;
         let memberships = store::memberships_of(&mut conn, &caller.user_id).await?;

@@ -46,7 +46,7 @@ fn validated(team_id: &str, domain: &str) -> Result<String> {
 impl IdentityApi {
     /// The team's record of `domain`, or NOT_FOUND.
     async fn team_domain(&self, team_id: &str, domain: &str) -> Result<DomainRow> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         store::domain(&mut conn, domain)
             .await?
             .filter(|d| d.team_id == team_id)
@@ -140,7 +140,7 @@ impl IdentityApi {
         super::team_id("team_id", &team_id)?;
         let page = Page::parse(page_size, &page_token)?;
         self.authorize(&caller, &team_id, Action::View).await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_domains(&mut conn, &team_id, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |d| d.domain.clone());
         Ok(pb::ListDomainsResponse { domains: rows.iter().map(convert::domain).collect(), next_page_token })

@@ -70,7 +70,7 @@ impl IdentityApi {
         id: &str,
     ) -> Result<InvitationRow> {
         Validator::new().id("invitation_id", "inv", id).finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let invitation =
             store::invitation(&mut conn, id).await?.ok_or(IdentityError::NotFound("invitation"))?;
         drop(conn);
@@ -158,7 +158,7 @@ impl IdentityApi {
         super::team_id("team_id", &team_id)?;
         let page = Page::parse(page_size, &page_token)?;
         self.authorize(&caller, &team_id, Action::ManageMembers).await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_invitations(&mut conn, &team_id, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |i| i.id.clone());
         let now = now_micros();
@@ -220,7 +220,7 @@ impl IdentityApi {
         let caller = optional_caller(&request).cloned();
         let pb::AcceptInvitationRequest { token, display_name, password, email } = request.into_inner();
         Validator::new().text("token", &token, 256).finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let invitation =
             store::invitation_by_token(&mut conn, &hash_token(&token)).await?.ok_or_else(|| {
                 IdentityError::rule(ErrorReason::TokenInvalid, "the invitation link is not valid")
@@ -238,7 +238,7 @@ impl IdentityApi {
                 return Err(IdentityError::Denied("vendor staff do not join partner teams"));
             }
             Some(caller) => {
-                let mut conn = self.db.pool().acquire().await?;
+                let mut conn = self.db.acquire().await?;
                 let user = store::user_by_id(&mut conn, &caller.user_id)
                     .await?
                     .ok_or(IdentityError::NotFound("user"))?;

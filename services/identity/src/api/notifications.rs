@@ -25,7 +25,7 @@ impl IdentityApi {
         let caller = caller(&request)?;
         let pb::ListNotificationsRequest { page_size, page_token, unread_only } = request.into_inner();
         let page = Page::parse(page_size, &page_token)?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_notifications(
             &mut conn,
             &caller.user_id,
@@ -48,7 +48,7 @@ impl IdentityApi {
         let caller = caller(&request)?;
         let id = request.into_inner().notification_id;
         Validator::new().id("notification_id", "ntf", &id).finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let row = store::mark_notification_read(&mut conn, &id, &caller.user_id, now_micros())
             .await?
             .ok_or(IdentityError::NotFound("notification"))?;

@@ -50,7 +50,7 @@ impl IdentityApi {
             v.id("team_id", "team", team_id);
         }
         v.finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         store::program(&mut conn, program_id).await?.ok_or(IdentityError::NotFound("program"))?;
         drop(conn);
         if team_id.is_empty() {
@@ -85,7 +85,7 @@ impl IdentityApi {
             description,
             create_time: now_micros(),
         };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         match store::insert_program(&mut conn, &program).await {
             Err(DbError::UniqueViolation) => {
                 return Err(IdentityError::Duplicate(
@@ -105,7 +105,7 @@ impl IdentityApi {
         caller(&request)?;
         let pb::ListProgramsRequest { page_size, page_token } = request.into_inner();
         let page = Page::parse(page_size, &page_token)?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_programs(&mut conn, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |p| p.id.clone());
         Ok(pb::ListProgramsResponse {
@@ -170,7 +170,7 @@ impl IdentityApi {
         if caller.user_id != user_id && !caller.is_staff() {
             return Err(IdentityError::Denied("a user may only ask about itself"));
         }
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let active = store::user_by_id(&mut conn, &user_id).await?.is_some_and(|u| u.active);
         let allowed = active && store::has_program_access(&mut conn, &program_id, &user_id).await?;
         Ok(pb::CheckProgramAccessResponse { allowed })
@@ -194,7 +194,7 @@ impl IdentityApi {
                 IdentityError::Invalid(vec![FieldViolation::new("page_token", "is not a token of this list")])
             })?,
         };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_enrollments(&mut conn, &program_id, after, page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |e| format!("{}/{}", e.team_id, e.user_id));
         Ok(pb::ListEnrollmentsResponse {

@@ -43,7 +43,7 @@ pub(crate) async fn ensure_admin(identity: &Identity, email: &str, password: &st
         .password("TANDEM_ADMIN_PASSWORD", password)
         .finish()?;
     let email = normalize_email(email);
-    let mut conn = identity.db.pool().acquire().await?;
+    let mut conn = identity.db.acquire().await?;
     if store::user_by_email(&mut conn, &email).await?.is_some() {
         return Ok(());
     }
@@ -55,7 +55,7 @@ pub(crate) async fn ensure_admin(identity: &Identity, email: &str, password: &st
         true,
         Some(StaffRole::Admin),
     );
-    let mut conn = identity.db.pool().acquire().await?;
+    let mut conn = identity.db.acquire().await?;
     match auth::insert_user(&mut conn, &user).await {
         // Another replica created it first.
         Err(IdentityError::Duplicate(..)) => Ok(()),
@@ -87,7 +87,7 @@ impl IdentityApi {
             true,
             Some(role),
         );
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         auth::insert_user(&mut conn, &user).await?;
         Ok(pb::CreateStaffUserResponse { user: Some(convert::user(&user)) })
     }
@@ -149,7 +149,7 @@ impl IdentityApi {
         }
         let pb::ListUsersRequest { page_size, page_token } = request.into_inner();
         let page = Page::parse(page_size, &page_token)?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_users(&mut conn, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |u| u.id.clone());
         Ok(pb::ListUsersResponse { users: rows.iter().map(convert::user).collect(), next_page_token })

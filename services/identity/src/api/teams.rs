@@ -65,7 +65,7 @@ impl IdentityApi {
     }
 
     async fn load_team(&self, id: &str) -> Result<store::TeamRow> {
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         store::team(&mut conn, id).await?.ok_or(IdentityError::NotFound("team"))
     }
 
@@ -81,7 +81,7 @@ impl IdentityApi {
         let caller = caller(&request)?;
         let pb::ListTeamsRequest { page_size, page_token } = request.into_inner();
         let page = Page::parse(page_size, &page_token)?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = if caller.is_staff() {
             store::list_all_teams(&mut conn, page.after_key(), page.limit()).await?
         } else {
@@ -212,7 +212,7 @@ impl IdentityApi {
         team_id("team_id", &id)?;
         let page = Page::parse(page_size, &page_token)?;
         self.authorize(&caller, &id, Action::View).await?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_members(&mut conn, &id, page.after_key(), page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |m| m.user_id.clone());
         Ok(pb::ListMembersResponse { members: rows.iter().map(convert::member).collect(), next_page_token })

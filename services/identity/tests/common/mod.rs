@@ -613,16 +613,16 @@ pub async fn collate_ignoring_punctuation(app: &TestApp, table: &str, columns: &
     if app.db.backend() != tandem_platform::db::Backend::Postgres {
         return;
     }
-    let pool = app.db.pool();
+    let mut conn = app.db.acquire().await.expect("a connection");
     sqlx::query(
         "CREATE COLLATION IF NOT EXISTS ignore_punctuation (provider = icu, locale = 'en-u-ka-shifted')",
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .expect("create collation");
     for column in columns {
         let alter = format!("ALTER TABLE {table} ALTER COLUMN {column} TYPE TEXT COLLATE ignore_punctuation");
-        sqlx::query(sqlx::AssertSqlSafe(alter)).execute(pool).await.expect("alter collation");
+        sqlx::query(sqlx::AssertSqlSafe(alter)).execute(&mut *conn).await.expect("alter collation");
     }
 }
 

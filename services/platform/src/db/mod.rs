@@ -2,7 +2,14 @@
 //! default), addressed by URL, running one set of queries through sqlx's `Any` driver. The few
 //! places where the two dialects differ are isolated here.
 
-use std::{borrow::Cow, str::FromStr, sync::Once, time::Duration};
+mod conn;
+
+use std::{
+    borrow::Cow,
+    str::FromStr,
+    sync::{Arc, Once},
+    time::Duration,
+};
 
 use sqlx::{
     AssertSqlSafe, Executor, SqlSafeStr,
@@ -10,8 +17,9 @@ use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
 };
 
+pub use conn::{Conn, RECHECK_AFTER, Tx};
+
 pub type Pool = sqlx::AnyPool;
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 pub type Row = sqlx::any::AnyRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,23 +50,22 @@ impl From<sqlx::Error> for DbError {
                 // PostgreSQL class 08 (connection exception), 57P (operator intervention:
                 // shutdown, crash), 53 (insufficient resources); SQLite BUSY/LOCKED.
                 _ => match db.code().as_deref() {
-                    Some(code)
-                        if code.starts_with("08")
-                            || code.starts_with("57P")
-                            || code.starts_with("53")
-                            || code == "5"
-                            || code == "6" =>
-                    {
+                    Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                        // The session is gone or going: pooled connections get checked.
+                        conn::note_failure();
+                        DbError::Unavailable(err.to_string())
+                    }
+                    Some(code) if code.starts_with("53") || code == "5" || code == "6" => {
                         DbError::Unavailable(err.to_string())
                     }
                     _ => DbError::Other(err.to_string()),
                 },
             },
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_) => DbError::Unavailable(err.to_string()),
+            sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => {
+                conn::note_failure();
+                DbError::Unavailable(err.to_string())
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => DbError::Unavailable(err.to_string()),
             _ => DbError::Other(err.to_string()),
         }
     }
@@ -94,9 +101,9 @@ pub async fn lock(tx: &mut Tx, key: &str) -> Result<(), DbError> {
 /// The platform's own tables (idempotency records, outbox, handled events), in every
 /// service's database. Service migrations use versions from 100.
 pub const PLATFORM_MIGRATIONS: &[MigrationSource] = &[
-    (1, "platform", include_str!("../migrations/0001_platform.sql")),
-    (2, "outbox order", include_str!("../migrations/0002_outbox_order.sql")),
-    (3, "outbox turns", include_str!("../migrations/0003_outbox_turns.sql")),
+    (1, "platform", include_str!("../../migrations/0001_platform.sql")),
+    (2, "outbox order", include_str!("../../migrations/0002_outbox_order.sql")),
+    (3, "outbox turns", include_str!("../../migrations/0003_outbox_turns.sql")),
 ];
 
 /// Rewrites the dialect tokens of a migration for the backend:
@@ -109,10 +116,18 @@ pub fn dialect(sql: &str, backend: Backend) -> String {
     sql.replace("{{SEQ_ID}}", seq_id)
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    reuse: Arc<conn::Reuse>,
+    acquire_timeout: Duration,
     backend: Backend,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("pool", &self.pool).field("backend", &self.backend).finish()
+    }
 }
 
 /// Pool settings.
@@ -150,19 +165,19 @@ impl Db {
             Backend::Postgres => url.to_owned(),
         };
         let connect = AnyConnectOptions::from_str(&url).map_err(|e| DbError::Other(e.to_string()))?;
+        let max_connections = match backend {
+            Backend::Postgres => options.max_connections,
+            // SQLite has one writer; a few readers beside it under WAL.
+            Backend::Sqlite => options.max_connections.min(4),
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Postgres => options.max_connections,
-                // SQLite has one writer; a few readers beside it under WAL.
-                Backend::Sqlite => options.max_connections.min(4),
-            })
+            .max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
-            // sqlx pings a connection when it goes back to the pool, and by default again when
-            // it is taken: a round trip to the server on every acquire, for every query. The
-            // ping on release already drops connections that broke; one that the server
-            // closed while idle fails its next query, which answers UNAVAILABLE (retried by
-            // the caller, waited out by event consumers) and is then dropped.
+            // sqlx pings a connection when it goes back to its pool, and by default again when
+            // it is taken: a round trip to the server on every acquire, for every query. Not
+            // when taken, and mostly not on release either (see `conn`): a connection goes
+            // back to sqlx, and through its ping, once a second or after a failure.
             .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -177,11 +192,24 @@ impl Db {
                 })
             })
             .connect_lazy_with(connect);
-        Ok(Self { pool, backend })
+        let reuse = conn::Reuse::new(max_connections);
+        Ok(Self { pool, reuse, acquire_timeout: options.acquire_timeout, backend })
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        self.pool.options().get_max_connections()
+    }
+
+    /// A connection, back to the pool when dropped.
+    pub async fn acquire(&self) -> Result<Conn, DbError> {
+        self.reuse.acquire(&self.pool, self.acquire_timeout).await
+    }
+
+    /// Open connections, and how many of them wait for their next use.
+    pub fn connections(&self) -> (u32, usize) {
+        let open = self.pool.size();
+        (open, (self.pool.num_idle() + self.reuse.idle_count()).min(open as usize))
     }
 
     pub fn backend(&self) -> Backend {
@@ -191,15 +219,17 @@ impl Db {
     /// Opens a transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`) so
     /// that two writers queue instead of failing when one upgrades a read lock.
     pub async fn begin(&self) -> Result<Tx, DbError> {
-        Ok(match self.backend {
-            Backend::Postgres => self.pool.begin().await?,
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-        })
+        let conn = self.acquire().await?;
+        let statement = match self.backend {
+            Backend::Postgres => None,
+            Backend::Sqlite => Some("BEGIN IMMEDIATE"),
+        };
+        Ok(Tx::begin(conn, statement).await?)
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), DbError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&mut *self.acquire().await?).await?;
         Ok(())
     }
 
@@ -220,6 +250,8 @@ impl Db {
             })
             .collect();
         let migrator = Migrator::with_migrations(migrations);
+        // The migrator takes its connection from sqlx's pool: give it those waiting here.
+        self.reuse.release_idle();
         match self.backend {
             Backend::Postgres => migrator.run(&self.pool).await?,
             // SQLite has no advisory lock: migrations of one process queue on a mutex, and one
@@ -241,6 +273,7 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        self.reuse.close();
         self.pool.close().await;
     }
 }

@@ -103,7 +103,7 @@ impl TiersApi {
         v.finish()?;
         self.authorize_read(&caller, &team_id).await?;
         let now = now_micros();
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let inputs = ledger::status_inputs(&mut conn, &program_id, &team_id, now).await?;
         drop(conn);
         let target = match target_tier_id.as_str() {
@@ -252,7 +252,7 @@ impl TiersApi {
             lost_from: calendar::active_since(start - 1),
             lost_to: calendar::active_since(lost_until - 1).max(calendar::active_since(start - 1)),
         };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let (new_sold, highest_sold, new_managed, lost_managed) =
             store::change_totals(&mut conn, &program_id, &team_id, range).await?;
         let rows =
@@ -298,7 +298,7 @@ impl TiersApi {
         let page = Page::parse(page_size, &page_token)?;
         self.authorize_read(&caller, &team_id).await?;
         let now = now_micros();
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::breakdown(
             &mut conn,
             &program_id,
@@ -330,7 +330,7 @@ impl TiersApi {
         v.finish()?;
         self.authorize_read(&caller, &team_id).await?;
         let now = now_micros();
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let summary = store::client_summary(
             &mut conn,
             &program_id,
@@ -362,7 +362,7 @@ impl TiersApi {
         self.authorize_read(&caller, &team_id).await?;
         let months = if months == 0 { 12 } else { months };
         let now = now_micros();
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let facts =
             store::team_facts(&mut conn, &program_id, &team_id, progress::window_start(now, months), now)
                 .await?;
@@ -398,7 +398,7 @@ impl TiersApi {
         );
         v.finish()?;
         let amount = amount.ok_or_else(|| TiersError::invalid("amount", "must be set"))?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let (rates, market_type) = ledger::rates_for(&mut conn, &amount.currency, &client_market).await?;
         let others = u32::try_from(other_managing_partners).unwrap_or(0);
         let calc =
@@ -467,7 +467,7 @@ impl TiersApi {
             pb::ConversionDirection::Unspecified => {}
         }
         v.finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let (rates, _) = ledger::rates_for(&mut conn, &currency_code, &client_market).await?;
         let response = match values {
             (Some(sold), Some(managed)) => pb::ConvertPointsResponse {

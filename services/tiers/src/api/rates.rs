@@ -34,7 +34,7 @@ fn decimal(v: &mut Validator, field: &str, text: &str) -> String {
 impl TiersApi {
     async fn set_rate(&self, table: RateTable, code: String, value: String) -> Result<RateRow> {
         let row = RateRow { code, value, update_time: now_micros() };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         store::set_rate(&mut conn, table, &row).await?;
         Ok(row)
     }
@@ -46,7 +46,7 @@ impl TiersApi {
         page_token: &str,
     ) -> Result<(Vec<RateRow>, String)> {
         let page = Page::parse(page_size, page_token)?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_rates(&mut conn, table, page.after_key(), page.limit()).await?;
         Ok(page.finish(rows, |r| r.code.clone()))
     }

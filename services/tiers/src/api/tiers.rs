@@ -86,7 +86,7 @@ impl TiersApi {
         v.id("program_id", "prog", &tier.program_id);
         check_tier(&mut v, &tier);
         v.finish()?;
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         store::insert_tier(&mut conn, &tier).await.map_err(duplicate)?;
         self.sweep.notify_one();
         Ok(pb::CreateTierResponse { tier: Some(convert::tier(&tier)) })
@@ -103,7 +103,7 @@ impl TiersApi {
                 key.parse().map_err(|_| TiersError::invalid("page_token", "is not a token of this list"))?
             }
         };
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.acquire().await?;
         let rows = store::list_tiers(&mut conn, &program_id, after, page.limit()).await?;
         let (rows, next_page_token) = page.finish(rows, |t| t.rank.to_string());
         Ok(pb::ListTiersResponse { tiers: rows.iter().map(convert::tier).collect(), next_page_token })

@@ -1,0 +1,213 @@
+//! Pooled connections without a round trip on release.
+//!
+//! sqlx's pool pings every connection when it goes back (a `Sync` to the server and a wait for
+//! its answer), and does so on a task of its own. For a request that runs one statement that
+//! doubles the round trips: profiled under `GetTierStatus` load, the ping was an eighth of
+//! tiers' CPU, as much as sending the statement itself.
+//!
+//! So a connection that finished cleanly goes back to a list of our own, and the next
+//! [`Db::acquire`](super::Db::acquire) takes it from there. sqlx's pool still opens, checks and
+//! closes every connection: one goes back to it (and through its ping) when it has something
+//! to flush (a transaction dropped without commit queues its ROLLBACK), when it has not been
+//! checked for [`RECHECK_AFTER`], when a connection failed anywhere in the process since it
+//! was last checked, or when the pool closes. A connection the server dropped thus fails at
+//! most the statements of one [`RECHECK_AFTER`] before it is found out, and usually one.
+
+use std::{
+    ops::{Deref, DerefMut},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sqlx::{Any, AnyConnection, Connection, pool::PoolConnection};
+use sqlx_core::transaction::TransactionManager;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
+
+use super::DbError;
+
+/// How long a connection is reused without sqlx's check.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// Connection failures seen in this process (`DbError::Unavailable` from sqlx's I/O and
+/// protocol errors): a connection that was checked before the latest goes through the check
+/// again before it is reused.
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+pub(super) fn note_failure() {
+    FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A checked connection and when it was checked.
+struct Checked {
+    conn: PoolConnection<Any>,
+    at: Instant,
+    failures: u64,
+}
+
+impl Checked {
+    fn fresh(conn: PoolConnection<Any>) -> Self {
+        Self { conn, at: Instant::now(), failures: FAILURES.load(Ordering::Relaxed) }
+    }
+
+    fn reusable(&self) -> bool {
+        self.at.elapsed() < RECHECK_AFTER && self.failures == FAILURES.load(Ordering::Relaxed)
+    }
+}
+
+/// The connections between two uses, and the bound on those in use.
+pub(super) struct Reuse {
+    idle: Mutex<Vec<Checked>>,
+    permits: Arc<Semaphore>,
+    closed: AtomicBool,
+}
+
+impl Reuse {
+    pub(super) fn new(max_connections: u32) -> Arc<Self> {
+        Arc::new(Self {
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max_connections as usize)),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Checked>> {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Connections waiting for their next use here.
+    pub(super) fn idle_count(&self) -> usize {
+        self.idle().len()
+    }
+
+    /// A connection: the most recently used one that may still be reused, else one from
+    /// sqlx's pool (which checks connections on their way back to it). Waits at most
+    /// `timeout` for a free slot.
+    pub(super) async fn acquire(
+        self: &Arc<Self>,
+        pool: &sqlx::AnyPool,
+        timeout: Duration,
+    ) -> Result<Conn, DbError> {
+        let deadline = Instant::now() + timeout;
+        let permit = match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(sqlx::Error::PoolClosed.into()),
+            Err(_) => return Err(sqlx::Error::PoolTimedOut.into()),
+        };
+        loop {
+            let Some(checked) = self.idle().pop() else { break };
+            if checked.reusable() {
+                return Ok(Conn { checked: Some(checked), reuse: self.clone(), _permit: permit });
+            }
+            // Back to sqlx, which checks it.
+            drop(checked);
+        }
+        let conn = match tokio::time::timeout_at(deadline, pool.acquire()).await {
+            Ok(conn) => conn?,
+            Err(_) => return Err(sqlx::Error::PoolTimedOut.into()),
+        };
+        Ok(Conn { checked: Some(Checked::fresh(conn)), reuse: self.clone(), _permit: permit })
+    }
+
+    /// Hands every idle connection back to sqlx's pool, which closes them once it closes;
+    /// connections in use go back to it when they are dropped.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.permits.close();
+        self.release_idle();
+    }
+
+    /// Hands the idle connections back to sqlx's pool.
+    pub(super) fn release_idle(&self) {
+        let idle = std::mem::take(&mut *self.idle());
+        drop(idle);
+    }
+}
+
+/// A connection from [`Db::acquire`](super::Db::acquire), back to the pool when dropped.
+pub struct Conn {
+    checked: Option<Checked>,
+    reuse: Arc<Reuse>,
+    // Released after `drop` has put the connection back, so that whoever it admits finds it.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Deref for Conn {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.checked.as_ref().expect("a connection until dropped").conn
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.checked.as_mut().expect("a connection until dropped").conn
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some(checked) = self.checked.take() else { return };
+        // A queued ROLLBACK, a half-sent statement: sqlx's ping flushes it and waits.
+        if checked.conn.should_flush() || !checked.reusable() || self.reuse.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.reuse.idle().push(checked);
+    }
+}
+
+/// A transaction: committed by [`Tx::commit`], rolled back by [`Tx::rollback`] or when dropped
+/// (the ROLLBACK is queued and flushed before the connection is used again).
+pub struct Tx {
+    conn: Conn,
+    open: bool,
+}
+
+type Manager = sqlx::any::AnyTransactionManager;
+
+impl Tx {
+    pub(super) async fn begin(mut conn: Conn, statement: Option<&'static str>) -> Result<Self, sqlx::Error> {
+        Manager::begin(&mut conn, statement.map(sqlx::SqlSafeStr::into_sql_str)).await?;
+        Ok(Self { conn, open: true })
+    }
+
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        Manager::commit(&mut self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        Manager::rollback(&mut self.conn).await?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.open {
+            Manager::start_rollback(&mut self.conn);
+        }
+    }
+}
