@@ -32,7 +32,7 @@ use tokio::{
 use super::DbError;
 
 /// How long a connection is reused without sqlx's check.
-pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// Connection failures seen in this process (`DbError::Unavailable` from sqlx's I/O and
 /// protocol errors): a connection that was checked before the latest goes through the check

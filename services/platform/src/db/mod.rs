@@ -17,9 +17,9 @@ use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
 };
 
-pub use conn::{Conn, RECHECK_AFTER, Tx};
+pub use conn::{Conn, Tx};
 
-pub type Pool = sqlx::AnyPool;
+type Pool = sqlx::AnyPool;
 pub type Row = sqlx::any::AnyRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
