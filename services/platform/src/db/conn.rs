@@ -34,9 +34,9 @@ use super::DbError;
 /// How long a connection is reused without sqlx's check.
 const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
-/// Connection failures seen in this process (`DbError::Unavailable` from sqlx's I/O and
-/// protocol errors): a connection that was checked before the latest goes through the check
-/// again before it is reused.
+/// Connection failures seen in this process (sqlx's I/O errors, and PostgreSQL's SQLSTATEs
+/// of classes 08 and 57P, as `DbError` classifies them): a connection checked before the
+/// latest goes through the check again before it is reused.
 static FAILURES: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn note_failure() {
