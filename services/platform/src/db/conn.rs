@@ -86,14 +86,10 @@ impl Reuse {
     }
 
     /// A connection: the most recently used one that may still be reused, else one from
-    /// sqlx's pool (which checks connections on their way back to it). Waits at most
-    /// `timeout` for a free slot.
-    pub(super) async fn acquire(
-        self: &Arc<Self>,
-        pool: &sqlx::AnyPool,
-        timeout: Duration,
-    ) -> Result<Conn, DbError> {
-        let deadline = Instant::now() + timeout;
+    /// sqlx's pool (which checks connections on their way back to it). Waits at most the
+    /// pool's acquire timeout for a free slot.
+    pub(super) async fn acquire(self: &Arc<Self>, pool: &sqlx::AnyPool) -> Result<Conn, DbError> {
+        let deadline = Instant::now() + pool.options().get_acquire_timeout();
         let permit = match tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(sqlx::Error::PoolClosed.into()),
@@ -124,8 +120,7 @@ impl Reuse {
 
     /// Hands the idle connections back to sqlx's pool.
     pub(super) fn release_idle(&self) {
-        let idle = std::mem::take(&mut *self.idle());
-        drop(idle);
+        self.idle().clear();
     }
 }
 

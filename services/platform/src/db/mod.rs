@@ -120,7 +120,6 @@ pub fn dialect(sql: &str, backend: Backend) -> String {
 pub struct Db {
     pool: Pool,
     reuse: Arc<conn::Reuse>,
-    acquire_timeout: Duration,
     backend: Backend,
 }
 
@@ -193,7 +192,7 @@ impl Db {
             })
             .connect_lazy_with(connect);
         let reuse = conn::Reuse::new(max_connections);
-        Ok(Self { pool, reuse, acquire_timeout: options.acquire_timeout, backend })
+        Ok(Self { pool, reuse, backend })
     }
 
     /// The most connections the pool opens.
@@ -203,7 +202,7 @@ impl Db {
 
     /// A connection, back to the pool when dropped.
     pub async fn acquire(&self) -> Result<Conn, DbError> {
-        self.reuse.acquire(&self.pool, self.acquire_timeout).await
+        self.reuse.acquire(&self.pool).await
     }
 
     /// Open connections, and how many of them wait for their next use.
