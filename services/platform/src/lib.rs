@@ -2,6 +2,7 @@
 //! (health, reflection, tower layers, graceful shutdown), authentication, the error mapping,
 //! storage (connect, migrate, idempotency records, the outbox) and the event bus.
 
+mod accept;
 pub mod admin;
 pub mod auth;
 pub mod bus;

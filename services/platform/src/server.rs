@@ -8,10 +8,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    accept,
     admin::{AdminServer, Probes},
     auth::Authenticator,
     db::Db,
@@ -241,10 +241,7 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(layers)
             .add_routes(routes)
-            // TCP_NODELAY on every accepted connection (tonic ignores its own setting for an
-            // incoming stream): without it a response written in several frames waits for the
-            // client's delayed ACK, about 40 ms a call for a client that waits on each answer.
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown);
+            .serve_with_incoming_shutdown(accept::incoming(listener), shutdown);
         tokio::pin!(serve);
         let result = tokio::select! {
             r = &mut serve => r.map_err(anyhow::Error::from),
