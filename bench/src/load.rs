@@ -6,7 +6,10 @@
 use std::{
     collections::BTreeMap,
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -42,7 +45,9 @@ impl Outcome {
         }
     }
 
+    /// Adds `other`'s requests and its measured time to these.
     fn merge(&mut self, other: &Outcome) {
+        self.elapsed += other.elapsed;
         self.ok.add(&other.ok).expect("same histogram bounds");
         self.failed.add(&other.failed).expect("same histogram bounds");
         for (code, n) in &other.errors {
@@ -118,6 +123,45 @@ where
     total
 }
 
+/// The service and its baseline measured in turn, `slices` times each: `concurrency` callers
+/// of `call` for a slice of `run` (after `warmup`, before the first slice only), then
+/// `baseline` for as long, then the service again. A machine whose speed drifts during the run
+/// then slows both alike, where one run after the other would lay the drift on one of them.
+/// `call(caller, n)` makes the run's n-th request, n unique across callers and slices. Returns
+/// the service's outcome over all its slices and the baseline's mean rate.
+pub async fn alternating<F, Fut, B, BFut>(
+    concurrency: usize,
+    warmup: Duration,
+    run: Duration,
+    slices: u32,
+    call: F,
+    mut baseline: B,
+) -> anyhow::Result<(Outcome, f64)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+    B: FnMut(Duration) -> BFut,
+    BFut: Future<Output = anyhow::Result<f64>>,
+{
+    let slices = slices.max(1);
+    let slice = run / slices;
+    let call = Arc::new(call);
+    let sequence = Arc::new(AtomicU64::new(0));
+    let mut total = Outcome::new();
+    let mut baseline_sum = 0.0;
+    for i in 0..slices {
+        let (call, sequence) = (call.clone(), sequence.clone());
+        let warmup = if i == 0 { warmup } else { Duration::ZERO };
+        let part = closed_loop(concurrency, warmup, slice, move |caller, _| {
+            call(caller, sequence.fetch_add(1, Ordering::Relaxed))
+        })
+        .await;
+        total.merge(&part);
+        baseline_sum += baseline(slice).await?;
+    }
+    Ok((total, baseline_sum / f64::from(slices)))
+}
+
 /// `rate` requests a second for `duration`, each sent at its scheduled time whether or not the
 /// earlier ones answered, and timed from that scheduled time. `call(n)` makes the n-th.
 pub async fn fixed_rate<F, Fut>(rate: f64, duration: Duration, call: F) -> Outcome
@@ -171,6 +215,52 @@ mod tests {
         assert_eq!(outcome.ok.len(), 100);
         // The last one was meant for 990 ms and finished at 100 × 20 ms = 2 s.
         assert!(outcome.ok.max() >= 990_000, "max {} µs", outcome.ok.max());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn alternating_interleaves_the_baseline_between_the_services_slices() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (calls, baselines) = (log.clone(), log.clone());
+        let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let unique = seen.clone();
+        let (outcome, baseline) = alternating(
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+            3,
+            move |_, n| {
+                let (log, seen) = (calls.clone(), seen.clone());
+                async move {
+                    assert!(seen.lock().unwrap().insert(n), "request {n} made twice");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let mut log = log.lock().unwrap();
+                    if log.last() != Some(&'s') {
+                        log.push('s');
+                    }
+                    Ok(())
+                }
+            },
+            move |slice| {
+                let log = baselines.clone();
+                async move {
+                    assert_eq!(slice, Duration::from_secs(1));
+                    tokio::time::sleep(slice).await;
+                    let mut log = log.lock().unwrap();
+                    let rate = 100.0 * log.len() as f64;
+                    log.push('b');
+                    Ok(rate)
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(log.lock().unwrap().iter().collect::<String>(), "sbsbsb");
+        // The rates the baseline reported (100, 300, 500), averaged.
+        assert_eq!(baseline, 300.0);
+        // Three measured seconds of two callers at 10 ms each; the warm-up's not counted.
+        assert_eq!(outcome.elapsed, Duration::from_secs(3));
+        assert!((590..=606).contains(&outcome.ok.len()), "{}", outcome.ok.len());
+        assert!(unique.lock().unwrap().len() >= outcome.ok.len() as usize + 200);
     }
 
     #[tokio::test(start_paused = true)]

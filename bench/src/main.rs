@@ -21,6 +21,14 @@ pub struct Timing {
     pub run: Duration,
 }
 
+impl Timing {
+    /// The slices a scenario's run is cut into, alternating with its baseline's: about ten
+    /// seconds each, and at least two.
+    pub fn slices(&self) -> u32 {
+        (self.run.as_secs() / 10).max(2) as u32
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Baseline {
     pub name: String,
@@ -102,7 +110,7 @@ fn table(report: &Report) -> String {
     s
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let out = parse_args()?;
     let quick = std::env::var("TANDEM_BENCH_QUICK").is_ok_and(|v| v == "1");

@@ -1,12 +1,47 @@
 //! The PostgreSQL baselines: `pgbench` running a script of the same statements as the RPC, as
 //! prepared statements, at the same concurrency.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 
-/// Transactions (script runs) a second that pgbench reports, without connection time.
-pub fn tps(
+/// pgbench running `script` with `vars` at `clients` clients, against the database at `url`.
+#[derive(Clone, Debug)]
+pub struct Pgbench {
+    url: String,
+    script: PathBuf,
+    clients: usize,
+    vars: Vec<(String, String)>,
+}
+
+impl Pgbench {
+    pub fn new(url: &str, script: &str, clients: usize, vars: &[(&str, &str)]) -> Self {
+        Self {
+            url: url.to_owned(),
+            script: self::script(script),
+            clients,
+            vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    /// Runs for `duration` (whole seconds, at least one) on a blocking thread, and returns the
+    /// transactions (script runs) a second that pgbench reports, without connection time.
+    pub async fn tps(&self, duration: Duration) -> anyhow::Result<f64> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let vars: Vec<(&str, &str)> = this.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            tps(&this.url, &this.script, this.clients, duration, &vars)
+        })
+        .await
+        .context("the pgbench thread")?
+    }
+}
+
+fn tps(
     url: &str,
     script: &Path,
     clients: usize,
@@ -40,7 +75,7 @@ fn parse_tps(stdout: &str) -> Option<f64> {
 }
 
 /// The script file shipped with the bench.
-pub fn script(name: &str) -> std::path::PathBuf {
+pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pgbench").join(name)
 }
 

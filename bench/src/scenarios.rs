@@ -37,7 +37,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use crate::{
     Baseline, Memory, Report, Scenario, Timing,
     load::{self, Outcome},
-    pgbench,
+    pgbench::Pgbench,
     rss::{self, Peaks},
 };
 
@@ -345,32 +345,45 @@ pub async fn run(timing: Timing, quick: bool, only: Only) -> anyhow::Result<Repo
 async fn check_permission(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
     progress("check_permission vs grpc.health.v1/Check");
     let pool = Pool::new(&cluster.identity);
-    let health = {
-        let pool = pool.clone();
-        load::closed_loop(CPU_CONCURRENCY, timing.warmup, timing.run, move |_, _| {
-            let mut client = HealthClient::new(pool.get());
-            async move { client.check(HealthCheckRequest { service: String::new() }).await.map(|_| ()) }
-        })
-        .await
-    };
+    let health_pool = pool.clone();
     let world = world.clone();
-    let outcome = load::closed_loop(CPU_CONCURRENCY, timing.warmup, timing.run, move |_, _| {
-        let mut client = AccessServiceClient::new(pool.get());
-        let request = authed(
-            &world.partner,
-            identity::CheckPermissionRequest {
-                user_id: world.partner_id.clone(),
-                team_id: world.team.clone(),
-                permission: Permission::DealsContribute.into(),
-            },
-        );
-        async move {
-            let allowed = client.check_permission(request).await?.into_inner().allowed;
-            if allowed { Ok(()) } else { Err(tonic::Status::internal("the owner was refused")) }
-        }
-    })
-    .await;
-    let baseline = Baseline { name: "grpc.health.v1/Check (identity)".into(), rps: health.rps() };
+    let (outcome, health) = load::alternating(
+        CPU_CONCURRENCY,
+        timing.warmup,
+        timing.run,
+        timing.slices(),
+        move |_, _| {
+            let mut client = AccessServiceClient::new(pool.get());
+            let request = authed(
+                &world.partner,
+                identity::CheckPermissionRequest {
+                    user_id: world.partner_id.clone(),
+                    team_id: world.team.clone(),
+                    permission: Permission::DealsContribute.into(),
+                },
+            );
+            async move {
+                let allowed = client.check_permission(request).await?.into_inner().allowed;
+                if allowed { Ok(()) } else { Err(tonic::Status::internal("the owner was refused")) }
+            }
+        },
+        |slice| {
+            let pool = health_pool.clone();
+            async move {
+                let outcome =
+                    load::closed_loop(CPU_CONCURRENCY, Duration::ZERO, slice, move |_, _| {
+                        let mut client = HealthClient::new(pool.get());
+                        async move {
+                            client.check(HealthCheckRequest { service: String::new() }).await.map(|_| ())
+                        }
+                    })
+                    .await;
+                Ok(outcome.rps())
+            }
+        },
+    )
+    .await?;
+    let baseline = Baseline { name: "grpc.health.v1/Check (identity)".into(), rps: health };
     Ok(scenario("check_permission", &outcome, baseline, "ratio >= 0.7", |r| r >= 0.7))
 }
 
@@ -392,20 +405,26 @@ async fn register_deal(cluster: &Cluster, world: &Arc<World>, timing: Timing) ->
     first_registration(cluster, world).await?;
     let pool = Pool::new(&cluster.deals);
     let w = world.clone();
-    let outcome = load::closed_loop(DB_CONCURRENCY, timing.warmup, timing.run, move |caller, n| {
-        let mut client = DealServiceClient::new(pool.get());
-        let domain = rand::thread_rng().gen_range(1..=10_000);
-        let request = authed(&w.partner, register_request(&w, domain, format!("bench-{caller}-{n}")));
-        async move { client.register_deal(request).await.map(|_| ()) }
-    })
-    .await;
-    let tps = pgbench::tps(
+    let pgbench = Pgbench::new(
         cluster.database_url("deals"),
-        &pgbench::script("register_deal.sql"),
+        "register_deal.sql",
         DB_CONCURRENCY,
-        timing.run,
         &[("team", &world.team), ("user", &world.partner_id), ("program", &world.program)],
-    )?;
+    );
+    let (outcome, tps) = load::alternating(
+        DB_CONCURRENCY,
+        timing.warmup,
+        timing.run,
+        timing.slices(),
+        move |_, n| {
+            let mut client = DealServiceClient::new(pool.get());
+            let domain = rand::thread_rng().gen_range(1..=10_000);
+            let request = authed(&w.partner, register_request(&w, domain, format!("bench-{n}")));
+            async move { client.register_deal(request).await.map(|_| ()) }
+        },
+        |slice| pgbench.tps(slice),
+    )
+    .await?;
     let baseline = Baseline { name: "pgbench, same SQL in one transaction".into(), rps: tps };
     Ok(scenario("register_deal", &outcome, baseline, "ratio >= 0.6", |r| r >= 0.6))
 }
@@ -433,28 +452,34 @@ async fn record_payment(cluster: &Cluster, world: &Arc<World>, timing: Timing) -
     db.close().await?;
     let pool = Pool::new(&cluster.commissions);
     let w = world.clone();
-    let outcome = load::closed_loop(DB_CONCURRENCY, timing.warmup, timing.run, move |caller, n| {
-        let mut client = CustomerServiceClient::new(pool.get());
-        let customer = hex_id("cust", rand::thread_rng().gen_range(1..=CUSTOMERS));
-        let request = authed(
-            &w.partner,
-            commissions::RecordPaymentRequest {
-                customer_id: customer,
-                amount: usd(10_000),
-                request_id: format!("bench-{caller}-{n}"),
-            },
-        );
-        async move { client.record_payment(request).await.map(|_| ()) }
-    })
-    .await;
     let customers = CUSTOMERS.to_string();
-    let tps = pgbench::tps(
+    let pgbench = Pgbench::new(
         cluster.database_url("commissions"),
-        &pgbench::script("record_payment.sql"),
+        "record_payment.sql",
         DB_CONCURRENCY,
-        timing.run,
         &[("team", &world.team), ("plan", &world.plan), ("customers", &customers)],
-    )?;
+    );
+    let (outcome, tps) = load::alternating(
+        DB_CONCURRENCY,
+        timing.warmup,
+        timing.run,
+        timing.slices(),
+        move |_, n| {
+            let mut client = CustomerServiceClient::new(pool.get());
+            let customer = hex_id("cust", rand::thread_rng().gen_range(1..=CUSTOMERS));
+            let request = authed(
+                &w.partner,
+                commissions::RecordPaymentRequest {
+                    customer_id: customer,
+                    amount: usd(10_000),
+                    request_id: format!("bench-{n}"),
+                },
+            );
+            async move { client.record_payment(request).await.map(|_| ()) }
+        },
+        |slice| pgbench.tps(slice),
+    )
+    .await?;
     let baseline = Baseline { name: "pgbench, same SQL".into(), rps: tps };
     Ok(scenario("record_payment", &outcome, baseline, "ratio >= 0.6", |r| r >= 0.6))
 }
@@ -495,40 +520,46 @@ async fn tier_status(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> a
     sqlx::query("CHECKPOINT").execute(&mut db).await?;
     db.close().await?;
     progress(&format!("tier_status: loaded in {:.1?}", started.elapsed()));
-    let pool = Pool::new(&cluster.tiers);
-    let w = world.clone();
-    let outcome = load::closed_loop(DB_CONCURRENCY, timing.warmup, timing.run, move |_, _| {
-        let mut client = PointsServiceClient::new(pool.get());
-        let team = hex_id("team", rand::thread_rng().gen_range(0..TEAMS));
-        let request = authed(
-            &w.admin,
-            tiers::GetTierStatusRequest {
-                team_id: team,
-                program_id: w.program.clone(),
-                target_tier_id: String::new(),
-            },
-        );
-        async move {
-            let status = client.get_tier_status(request).await?.into_inner();
-            if status.total_points > 0 {
-                Ok(())
-            } else {
-                Err(tonic::Status::internal("a team without points"))
-            }
-        }
-    })
-    .await;
     // The window as the service's: its start a year before now (the service counts 12
     // calendar months; the plan and the rows read are the same).
     let now = tandem_platform_now();
     let (now, since) = (now.to_string(), (now - YEAR_MICROS).to_string());
-    let tps = pgbench::tps(
+    let pgbench = Pgbench::new(
         cluster.database_url("tiers"),
-        &pgbench::script("tier_status.sql"),
+        "tier_status.sql",
         DB_CONCURRENCY,
-        timing.run,
         &[("program", &world.program), ("now", &now), ("since", &since)],
-    )?;
+    );
+    let pool = Pool::new(&cluster.tiers);
+    let w = world.clone();
+    let (outcome, tps) = load::alternating(
+        DB_CONCURRENCY,
+        timing.warmup,
+        timing.run,
+        timing.slices(),
+        move |_, _| {
+            let mut client = PointsServiceClient::new(pool.get());
+            let team = hex_id("team", rand::thread_rng().gen_range(0..TEAMS));
+            let request = authed(
+                &w.admin,
+                tiers::GetTierStatusRequest {
+                    team_id: team,
+                    program_id: w.program.clone(),
+                    target_tier_id: String::new(),
+                },
+            );
+            async move {
+                let status = client.get_tier_status(request).await?.into_inner();
+                if status.total_points > 0 {
+                    Ok(())
+                } else {
+                    Err(tonic::Status::internal("a team without points"))
+                }
+            }
+        },
+        |slice| pgbench.tps(slice),
+    )
+    .await?;
     let baseline = Baseline { name: "pgbench, same statement".into(), rps: tps };
     let p99 = outcome.p99_ms();
     Ok(scenario("tier_status", &outcome, baseline, "ratio >= 0.5, p99 <= 10 ms", |r| r >= 0.5 && p99 <= 10.0))
