@@ -26,12 +26,20 @@ pub struct Outcome {
     pub failed: Histogram<u64>,
     /// Failures by gRPC code.
     pub errors: BTreeMap<String, u64>,
+    /// The first message of each code's failures, to tell what went wrong.
+    pub messages: BTreeMap<String, String>,
     pub elapsed: Duration,
 }
 
 impl Outcome {
     fn new() -> Self {
-        Self { ok: histogram(), failed: histogram(), errors: BTreeMap::new(), elapsed: Duration::ZERO }
+        Self {
+            ok: histogram(),
+            failed: histogram(),
+            errors: BTreeMap::new(),
+            messages: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
     }
 
     fn record(&mut self, latency: Duration, result: Result<(), tonic::Status>) {
@@ -40,7 +48,9 @@ impl Outcome {
             Ok(()) => self.ok.saturating_record(micros),
             Err(status) => {
                 self.failed.saturating_record(micros);
-                *self.errors.entry(format!("{:?}", status.code())).or_default() += 1;
+                let code = format!("{:?}", status.code());
+                *self.errors.entry(code.clone()).or_default() += 1;
+                self.messages.entry(code).or_insert_with(|| status.message().to_owned());
             }
         }
     }
@@ -52,6 +62,9 @@ impl Outcome {
         self.failed.add(&other.failed).expect("same histogram bounds");
         for (code, n) in &other.errors {
             *self.errors.entry(code.clone()).or_default() += n;
+        }
+        for (code, message) in &other.messages {
+            self.messages.entry(code.clone()).or_insert_with(|| message.clone());
         }
     }
 

@@ -110,7 +110,7 @@ fn table(report: &Report) -> String {
     s
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let out = parse_args()?;
     let quick = std::env::var("TANDEM_BENCH_QUICK").is_ok_and(|v| v == "1");

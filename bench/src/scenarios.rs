@@ -31,7 +31,7 @@ use tandem_proto::{
     },
 };
 use tandem_system_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, Cluster, Options, SERVICES};
-use tonic::{Code, transport::Channel};
+use tonic::{Code, metadata::AsciiMetadataValue, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
@@ -54,9 +54,15 @@ const YEAR_MICROS: i64 = 365 * 86_400_000_000;
 /// Requests in flight a service takes before it refuses with RESOURCE_EXHAUSTED.
 const MAX_CONCURRENT: usize = 64;
 
-fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
+/// The `authorization` value of a token, made once: cloning it shares its bytes, where each
+/// request's own `format!` and parse cost the load generator a copy and a check of the token.
+fn bearer(token: &str) -> AsciiMetadataValue {
+    format!("Bearer {token}").parse().expect("a token")
+}
+
+fn authed<T>(auth: &AsciiMetadataValue, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("a token"));
+    request.metadata_mut().insert("authorization", auth.clone());
     request
 }
 
@@ -99,11 +105,11 @@ impl Pool {
     }
 }
 
-/// What the setup made: the staff token, a partner with a team enrolled in a program with
-/// tiers, and a commission plan.
+/// What the setup made: the staff's and a partner's `authorization` values, the partner's team
+/// enrolled in a program with tiers, and a commission plan.
 struct World {
-    admin: String,
-    partner: String,
+    admin: AsciiMetadataValue,
+    partner: AsciiMetadataValue,
     partner_id: String,
     team: String,
     program: String,
@@ -141,8 +147,8 @@ async fn setup(cluster: &Cluster) -> anyhow::Result<World> {
         .into_inner();
     let team = signed_up.team.context("a team")?.id;
     let partner_id = signed_up.user.context("a user")?.id;
-    let partner = login("bench@northwind.example", "bench-partner-password").await?;
-    let admin = login(ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+    let partner = bearer(&login("bench@northwind.example", "bench-partner-password").await?);
+    let admin = bearer(&login(ADMIN_EMAIL, ADMIN_PASSWORD).await?);
     let program = ProgramServiceClient::new(identity.clone())
         .create_program(authed(
             &admin,
@@ -234,6 +240,7 @@ fn scenario(
     let mut details = serde_json::Map::new();
     if outcome.failures() > 0 {
         details.insert("errors".into(), json!(outcome.errors));
+        details.insert("error_messages".into(), json!(outcome.messages));
     }
     Scenario {
         name: name.into(),
@@ -675,6 +682,7 @@ async fn event_lag(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> any
     details.insert("published_p99_ms".into(), json!(relay_lag.value_at_quantile(0.99) as f64 / 1000.0));
     if closes.failures() > 0 {
         details.insert("errors".into(), json!(closes.errors));
+        details.insert("error_messages".into(), json!(closes.messages));
     }
     Ok(Scenario {
         name: "event_lag".into(),
@@ -730,6 +738,7 @@ async fn overload(
     details.insert("rss_after_mib".into(), json!(after));
     if outcome.failures() > 0 {
         details.insert("errors".into(), json!(outcome.errors));
+        details.insert("error_messages".into(), json!(outcome.messages));
     }
     Ok(Scenario {
         name: "overload".into(),
