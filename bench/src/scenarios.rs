@@ -495,6 +495,18 @@ fn tandem_platform_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_micros() as i64
 }
 
+/// GetTierStatus of a random one of the loaded teams, as staff.
+fn random_status_request(world: &World) -> tonic::Request<tiers::GetTierStatusRequest> {
+    authed(
+        &world.admin,
+        tiers::GetTierStatusRequest {
+            team_id: hex_id("team", rand::thread_rng().gen_range(0..TEAMS)),
+            program_id: world.program.clone(),
+            target_tier_id: String::new(),
+        },
+    )
+}
+
 async fn tier_status(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> anyhow::Result<Scenario> {
     progress("tier_status: loading 10,000 teams x 100 points entries");
     let started = Instant::now();
@@ -546,15 +558,7 @@ async fn tier_status(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> a
         timing.slices(),
         move |_, _| {
             let mut client = PointsServiceClient::new(pool.get());
-            let team = hex_id("team", rand::thread_rng().gen_range(0..TEAMS));
-            let request = authed(
-                &w.admin,
-                tiers::GetTierStatusRequest {
-                    team_id: team,
-                    program_id: w.program.clone(),
-                    target_tier_id: String::new(),
-                },
-            );
+            let request = random_status_request(&w);
             async move {
                 let status = client.get_tier_status(request).await?.into_inner();
                 if status.total_points > 0 {
@@ -711,15 +715,7 @@ async fn overload(
     let w = world.clone();
     let outcome = load::fixed_rate(rate, timing.run, move |_| {
         let mut client = PointsServiceClient::new(pool.get());
-        let team = hex_id("team", rand::thread_rng().gen_range(0..TEAMS));
-        let request = authed(
-            &w.admin,
-            tiers::GetTierStatusRequest {
-                team_id: team,
-                program_id: w.program.clone(),
-                target_tier_id: String::new(),
-            },
-        );
+        let request = random_status_request(&w);
         async move { client.get_tier_status(request).await.map(|_| ()) }
     })
     .await;
