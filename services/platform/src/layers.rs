@@ -480,7 +480,7 @@ fn grpc_status_of(headers: &http::HeaderMap) -> Option<i32> {
 
 /// One RPC being measured; recorded once, as CANCELLED if dropped unfinished.
 struct RpcInFlight {
-    path: String,
+    labels: (&'static str, &'static str),
     started: Instant,
     done: bool,
 }
@@ -488,7 +488,7 @@ struct RpcInFlight {
 impl RpcInFlight {
     fn finish(&mut self, code: i32) {
         if !std::mem::replace(&mut self.done, true) {
-            metrics::rpc_finished(&self.path, code, self.started.elapsed());
+            metrics::rpc_finished(self.labels, code, self.started.elapsed());
         }
     }
 }
@@ -514,7 +514,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let mut rpc = RpcInFlight { path: req.uri().path().to_owned(), started: Instant::now(), done: false };
+        let mut rpc = RpcInFlight {
+            labels: metrics::rpc_labels(req.uri().path()),
+            started: Instant::now(),
+            done: false,
+        };
         let response = self.inner.call(req);
         Box::pin(async move {
             let response = match response.await {

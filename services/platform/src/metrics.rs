@@ -16,7 +16,7 @@
 pub mod prometheus;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, LazyLock, Mutex, OnceLock, Weak,
         atomic::{AtomicU64, Ordering},
@@ -273,15 +273,16 @@ pub fn code_name(code: i32) -> &'static str {
 
 /// Every RPC the suite serves, as `/package.Service/Method`: Tandem's contracts, health and
 /// reflection. Other paths are counted as service and method `unknown`, so a client probing
-/// made-up paths cannot grow the number of series.
-static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+/// made-up paths cannot grow the number of series. Each maps to its `service` and `method`
+/// labels, kept here for the life of the process so that recording an RPC copies no string.
+static KNOWN_METHODS: LazyLock<HashMap<String, (String, String)>> = LazyLock::new(|| {
     let sets = [
         tandem_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ];
-    let mut known = HashSet::new();
+    let mut known = HashMap::new();
     for bytes in sets {
         let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else { continue };
         for file in set.file {
@@ -291,7 +292,8 @@ static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
                 let full =
                     if package.is_empty() { service_name } else { format!("{package}.{service_name}") };
                 for method in service.method {
-                    known.insert(format!("/{full}/{}", method.name.unwrap_or_default()));
+                    let method = method.name.unwrap_or_default();
+                    known.insert(format!("/{full}/{method}"), (full.clone(), method));
                 }
             }
         }
@@ -300,20 +302,19 @@ static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
 });
 
 /// The `service` and `method` labels of a request path.
-pub fn rpc_labels(path: &str) -> (&str, &str) {
-    match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
-        Some((service, method)) if KNOWN_METHODS.contains(path) => (service, method),
-        _ => ("unknown", "unknown"),
+pub fn rpc_labels(path: &str) -> (&'static str, &'static str) {
+    match KNOWN_METHODS.get(path) {
+        Some((service, method)) => (service, method),
+        None => ("unknown", "unknown"),
     }
 }
 
-/// Records one finished RPC: `path` is the request's `/package.Service/Method`, `code` its
-/// final gRPC status.
-pub fn rpc_finished(path: &str, code: i32, elapsed: Duration) {
-    let (service, method) = rpc_labels(path);
+/// Records one finished RPC: `labels` are its [`rpc_labels`], `code` its final gRPC status.
+pub fn rpc_finished(labels: (&'static str, &'static str), code: i32, elapsed: Duration) {
+    let (service, method) = labels;
     let labels = [
-        KeyValue::new("service", service.to_owned()),
-        KeyValue::new("method", method.to_owned()),
+        KeyValue::new("service", service),
+        KeyValue::new("method", method),
         KeyValue::new("code", code_name(code)),
     ];
     let m = metrics();
