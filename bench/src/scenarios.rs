@@ -730,6 +730,9 @@ async fn overload(
     let refused_p99_ms = outcome.failed.value_at_quantile(0.99) as f64 / 1000.0;
     let mut details = serde_json::Map::new();
     details.insert("offered_rps".into(), json!(rate));
+    // What the generator managed to send: below the offer when it fell behind its schedule.
+    let sent = (outcome.ok.len() + outcome.failures()) as f64 / outcome.elapsed.as_secs_f64();
+    details.insert("sent_rps".into(), json!(sent));
     details.insert("goodput_ratio".into(), json!(goodput_ratio));
     details.insert("refused".into(), json!(refused));
     details.insert("refused_p99_ms".into(), json!(refused_p99_ms));
