@@ -721,10 +721,10 @@ async fn overload(
         },
     )
     .await;
-    let peak_errors = peak.errors.clone();
-    let (peak, rate) = (peak.rps(), 2.0 * peak.rps());
+    let peak_rps = peak.rps();
+    let rate = 2.0 * peak_rps;
     let after = rss::rss_mib(tiers_pid).unwrap_or_default();
-    let goodput_ratio = outcome.rps() / peak;
+    let goodput_ratio = outcome.rps() / peak_rps;
     let refused = outcome.errors.get(&format!("{:?}", Code::ResourceExhausted)).copied().unwrap_or_default();
     let other = outcome.failures_other_than(Code::ResourceExhausted);
     let refused_p99_ms = outcome.failed.value_at_quantile(0.99) as f64 / 1000.0;
@@ -743,15 +743,15 @@ async fn overload(
         details.insert("errors".into(), json!(outcome.errors));
         details.insert("error_messages".into(), json!(outcome.messages));
     }
-    if !peak_errors.is_empty() {
-        details.insert("peak_errors".into(), json!(peak_errors));
+    if !peak.errors.is_empty() {
+        details.insert("peak_errors".into(), json!(peak.errors));
     }
     Ok(Scenario {
         name: "overload".into(),
         rps: outcome.rps(),
         p50_ms: outcome.p50_ms(),
         p99_ms: outcome.p99_ms(),
-        baseline: Baseline { name: "tier_status peak (closed loop, in turn)".into(), rps: peak },
+        baseline: Baseline { name: "tier_status peak (closed loop, in turn)".into(), rps: peak_rps },
         ratio: goodput_ratio,
         target: "goodput >= 90% of peak, excess RESOURCE_EXHAUSTED, RSS flat".into(),
         met: goodput_ratio >= 0.9 && other == 0 && after - before < 16.0,
