@@ -2,6 +2,13 @@
 //! one answered) and fixed-rate (requests sent on a schedule whatever the answers, each
 //! timed from when the schedule meant to send it, so that a server falling behind shows as
 //! latency instead of as fewer samples). Latencies go into HDR histograms.
+//!
+//! The load runs on [`Shards`]: event loops of the generator's own, one single-threaded runtime
+//! on each of a few threads, each with its own connections. Within one event loop the requests
+//! a loop turn makes are all queued before the connection's task writes, so they leave in one
+//! write; on a shared multi-threaded runtime the connection's task ran on the other thread as
+//! soon as the first was queued, and nearly every request went out in writes of its own, the
+//! system calls and wake-ups of which the services then went without.
 
 use std::{
     collections::BTreeMap,
@@ -14,7 +21,7 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use tokio::{task::JoinSet, time::Instant};
+use tokio::{runtime::Handle, task::JoinSet, time::Instant};
 use tonic::Code;
 
 /// What one run measured.
@@ -68,6 +75,19 @@ impl Outcome {
         }
     }
 
+    /// The outcomes of shards that ran side by side over the same span: their requests added,
+    /// the span the longest of theirs.
+    fn side_by_side(parts: Vec<Outcome>) -> Outcome {
+        let mut total = Outcome::new();
+        let mut elapsed = Duration::ZERO;
+        for part in &parts {
+            elapsed = elapsed.max(part.elapsed);
+            total.merge(part);
+        }
+        total.elapsed = elapsed;
+        total
+    }
+
     /// Successful requests a second.
     pub fn rps(&self) -> f64 {
         self.ok.len() as f64 / self.elapsed.as_secs_f64()
@@ -92,17 +112,96 @@ impl Outcome {
     }
 }
 
+/// Where the load runs: the generator's own event loops (see the module's notes), or, for
+/// tests under tokio's paused clock, the runtime of the caller ([`Shards::here`]).
+pub struct Shards {
+    loops: Vec<Handle>,
+}
+
+impl Shards {
+    /// `n` event loops, each a single-threaded runtime on a thread of its own, running until
+    /// the process ends.
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        let mut loops = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new().name(format!("load-{i}")).spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a load generator's runtime");
+                handle_tx.send(runtime.handle().clone()).expect("the starting thread waits");
+                runtime.block_on(std::future::pending::<()>());
+            })?;
+            loops.push(handle_rx.recv().map_err(std::io::Error::other)?);
+        }
+        Ok(Self { loops })
+    }
+
+    /// The caller's own runtime, as one shard.
+    #[cfg(test)]
+    pub fn here() -> Self {
+        Self { loops: Vec::new() }
+    }
+
+    /// `work(shard, shards)` on every shard at once; the results in shard order.
+    async fn each<W, Fut, R>(&self, work: W) -> Vec<R>
+    where
+        W: Fn(usize, usize) -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        if self.loops.is_empty() {
+            return vec![work(0, 1).await];
+        }
+        let n = self.loops.len();
+        let running: Vec<_> = self.loops.iter().enumerate().map(|(i, l)| l.spawn(work(i, n))).collect();
+        let mut results = Vec::with_capacity(n);
+        for shard in running {
+            results.push(shard.await.expect("a shard's load"));
+        }
+        results
+    }
+}
+
 /// 1 µs to 60 s at three significant digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
 /// `concurrency` callers, each calling `call(caller, n)` (its n-th request) back to back, for
-/// `warmup` (not recorded) and then `duration`.
-pub async fn closed_loop<F, Fut>(concurrency: usize, warmup: Duration, duration: Duration, call: F) -> Outcome
+/// `warmup` (not recorded) and then `duration`; the callers are dealt out over the shards.
+pub async fn closed_loop<F, Fut>(
+    shards: &Shards,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    call: F,
+) -> Outcome
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let call = Arc::new(call);
+    let parts = shards
+        .each(|shard, n| {
+            let call = call.clone();
+            let callers = concurrency / n + usize::from(shard < concurrency % n);
+            closed_loop_here(callers, warmup, duration, move |caller, k| call(caller * n + shard, k))
+        })
+        .await;
+    Outcome::side_by_side(parts)
+}
+
+async fn closed_loop_here<F, Fut>(
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    call: F,
+) -> Outcome
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
     let call = Arc::new(call);
     let start = Instant::now();
@@ -143,6 +242,7 @@ where
 /// `call(caller, n)` makes the run's n-th request, n unique across callers and slices. Returns
 /// the service's outcome over all its slices and the baseline's mean rate.
 pub async fn alternating<F, Fut, B, BFut>(
+    shards: &Shards,
     concurrency: usize,
     warmup: Duration,
     run: Duration,
@@ -152,7 +252,7 @@ pub async fn alternating<F, Fut, B, BFut>(
 ) -> anyhow::Result<(Outcome, f64)>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
     B: FnMut(Duration) -> BFut,
     BFut: Future<Output = anyhow::Result<f64>>,
 {
@@ -165,7 +265,7 @@ where
     for i in 0..slices {
         let (call, sequence) = (call.clone(), sequence.clone());
         let warmup = if i == 0 { warmup } else { Duration::ZERO };
-        let part = closed_loop(concurrency, warmup, slice, move |caller, _| {
+        let part = closed_loop(shards, concurrency, warmup, slice, move |caller, _| {
             call(caller, sequence.fetch_add(1, Ordering::Relaxed))
         })
         .await;
@@ -182,6 +282,7 @@ where
 /// within minutes. `call(n)` makes the run's n-th request, n unique across slices. Returns the
 /// closed loop's outcome and the fixed rate's, each over all its slices.
 pub async fn peak_then_fixed_rate<F, Fut>(
+    shards: &Shards,
     concurrency: usize,
     warmup: Duration,
     run: Duration,
@@ -201,62 +302,98 @@ where
     for i in 0..slices {
         let warmup = if i == 0 { warmup } else { Duration::ZERO };
         let (c, seq) = (call.clone(), sequence.clone());
-        let part =
-            closed_loop(concurrency, warmup, slice, move |_, _| c(seq.fetch_add(1, Ordering::Relaxed))).await;
+        let part = closed_loop(shards, concurrency, warmup, slice, move |_, _| {
+            c(seq.fetch_add(1, Ordering::Relaxed))
+        })
+        .await;
         let rate = factor * part.rps();
         peak.merge(&part);
         if rate > 0.0 {
             let (c, seq) = (call.clone(), sequence.clone());
-            offered.merge(&fixed_rate(rate, slice, move |_| c(seq.fetch_add(1, Ordering::Relaxed))).await);
+            offered.merge(
+                &fixed_rate(shards, rate, slice, move |_| c(seq.fetch_add(1, Ordering::Relaxed))).await,
+            );
         }
     }
     (peak, offered)
 }
 
 /// `rate` requests a second for `duration`, each sent at its scheduled time whether or not the
-/// earlier ones answered, and timed from that scheduled time. `call(n)` makes the n-th.
-pub async fn fixed_rate<F, Fut>(rate: f64, duration: Duration, call: F) -> Outcome
+/// earlier ones answered, and timed from that scheduled time. `call(n)` makes the n-th. The
+/// shards take the schedule's requests in turn: with two, one sends the even ones, the other
+/// the odd ones.
+pub async fn fixed_rate<F, Fut>(shards: &Shards, rate: f64, duration: Duration, call: F) -> Outcome
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
     let call = Arc::new(call);
-    let outcome = Arc::new(Mutex::new(Outcome::new()));
     let start = Instant::now();
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
-    // Finished tasks are reaped as the schedule goes: a task's memory, sized for its whole
-    // call, stays allocated until its handle is dropped, and keeping every handle to the end
-    // had the generator page in fresh memory for each request (a sixth of its time at 9,000
-    // requests a second went to clearing new pages).
-    let mut tasks = JoinSet::new();
-    for n in 0..total {
-        let intended = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(intended).await;
-        while let Some(done) = tasks.try_join_next() {
+    let parts = shards
+        .each(|shard, n| {
+            let (call, shard, n) = (call.clone(), shard as u64, n as u64);
+            let schedule = Schedule { start, interval, first: shard, stride: n, total };
+            schedule.run(duration, move |i| call(i))
+        })
+        .await;
+    Outcome::side_by_side(parts)
+}
+
+/// One shard's share of a fixed-rate schedule: requests `first`, `first + stride`, … below
+/// `total`, the i-th meant for `start + i × interval`.
+struct Schedule {
+    start: Instant,
+    interval: Duration,
+    first: u64,
+    stride: u64,
+    total: u64,
+}
+
+impl Schedule {
+    async fn run<F, Fut>(self, duration: Duration, call: F) -> Outcome
+    where
+        F: Fn(u64) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+    {
+        let call = Arc::new(call);
+        let outcome = Arc::new(Mutex::new(Outcome::new()));
+        // Finished tasks are reaped as the schedule goes: a task's memory, sized for its whole
+        // call, stays allocated until its handle is dropped, and keeping every handle to the
+        // end had the generator page in fresh memory for each request (a sixth of its time at
+        // 9,000 requests a second went to clearing new pages).
+        let mut tasks = JoinSet::new();
+        for n in (self.first..self.total).step_by(self.stride.max(1) as usize) {
+            let intended = self.start + self.interval.mul_f64(n as f64);
+            tokio::time::sleep_until(intended).await;
+            while let Some(done) = tasks.try_join_next() {
+                done.expect("a load task");
+            }
+            let call = call.clone();
+            let outcome = outcome.clone();
+            tasks.spawn(async move {
+                let result = call(n).await;
+                let latency = intended.elapsed();
+                outcome.lock().expect("outcome").record(latency, result);
+            });
+        }
+        // A generator short of CPU sends late; the requests then span more than `duration`,
+        // and the rates are taken over that span rather than the one planned.
+        let sent_over = self.start.elapsed();
+        while let Some(done) = tasks.join_next().await {
             done.expect("a load task");
         }
-        let call = call.clone();
-        let outcome = outcome.clone();
-        tasks.spawn(async move {
-            let result = call(n).await;
-            let latency = intended.elapsed();
-            outcome.lock().expect("outcome").record(latency, result);
-        });
+        let mut total = Arc::try_unwrap(outcome).expect("all tasks done").into_inner().expect("outcome");
+        total.elapsed = duration.max(sent_over);
+        total
     }
-    // A generator short of CPU sends late; the requests then span more than `duration`, and
-    // the rates are taken over that span rather than the one planned.
-    let sent_over = start.elapsed();
-    while let Some(done) = tasks.join_next().await {
-        done.expect("a load task");
-    }
-    let mut total = Arc::try_unwrap(outcome).expect("all tasks done").into_inner().expect("outcome");
-    total.elapsed = duration.max(sent_over);
-    total
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -264,7 +401,7 @@ mod tests {
         // A server that answers one request at a time in 20 ms, offered 100 a second: each
         // request waits behind the ones before it, and the histogram must show that wait.
         let lock = Arc::new(tokio::sync::Mutex::new(()));
-        let outcome = fixed_rate(100.0, Duration::from_secs(1), move |_| {
+        let outcome = fixed_rate(&Shards::here(), 100.0, Duration::from_secs(1), move |_| {
             let lock = lock.clone();
             async move {
                 let _one_at_a_time = lock.lock().await;
@@ -278,6 +415,70 @@ mod tests {
         assert!(outcome.ok.max() >= 990_000, "max {} µs", outcome.ok.max());
     }
 
+    /// The name of the thread a request was made on.
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn fixed_rate_deals_the_schedule_out_over_the_shards_each_request_once() {
+        let shards = Shards::start(2).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        // 400 a second for half a second: requests 0..200, the even ones on one shard and the
+        // odd ones on the other, both on the generator's threads.
+        let outcome = fixed_rate(&shards, 400.0, Duration::from_millis(500), move |n| {
+            log.lock().unwrap().push((n, thread_name()));
+            async move { if n % 10 == 0 { Err(tonic::Status::resource_exhausted("busy")) } else { Ok(()) } }
+        })
+        .await;
+        let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+        seen.sort();
+        assert_eq!(seen.iter().map(|(n, _)| *n).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+        for (n, thread) in &seen {
+            assert!(thread.starts_with("load-"), "request {n} made on {thread:?}");
+        }
+        let even: std::collections::HashSet<_> =
+            seen.iter().filter(|(n, _)| n % 2 == 0).map(|(_, t)| t).collect();
+        let odd: std::collections::HashSet<_> =
+            seen.iter().filter(|(n, _)| n % 2 == 1).map(|(_, t)| t).collect();
+        assert_eq!((even.len(), odd.len()), (1, 1), "each parity on one shard");
+        assert_ne!(even, odd, "the parities on different shards");
+        assert_eq!(outcome.ok.len(), 180);
+        assert_eq!(outcome.failures(), 20);
+        // Side by side, not one after the other: the span is the schedule's, not the sum of
+        // the shards' (a second).
+        assert!(outcome.elapsed >= Duration::from_millis(500), "{:?}", outcome.elapsed);
+        assert!(outcome.elapsed < Duration::from_millis(1000), "{:?}", outcome.elapsed);
+    }
+
+    #[tokio::test]
+    async fn closed_loop_deals_the_callers_out_over_the_shards() {
+        let shards = Shards::start(2).unwrap();
+        let callers = Arc::new(Mutex::new(HashMap::new()));
+        let calls = Arc::new(AtomicU64::new(0));
+        let (log, count) = (callers.clone(), calls.clone());
+        let outcome =
+            closed_loop(&shards, 5, Duration::ZERO, Duration::from_millis(300), move |caller, _| {
+                log.lock().unwrap().entry(caller).or_insert_with(thread_name);
+                count.fetch_add(1, Ordering::Relaxed);
+                async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok(())
+                }
+            })
+            .await;
+        let callers = callers.lock().unwrap();
+        let mut ids: Vec<_> = callers.keys().copied().collect();
+        ids.sort();
+        assert_eq!(ids, vec![0, 1, 2, 3, 4], "five callers, each its own index");
+        let threads: std::collections::HashSet<_> = callers.values().collect();
+        assert_eq!(threads.len(), 2, "callers on both shards: {threads:?}");
+        // Side by side: the span is the run's, and every shard's requests are counted.
+        assert_eq!(outcome.elapsed, Duration::from_millis(300));
+        assert_eq!(outcome.ok.len(), calls.load(Ordering::Relaxed));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn overload_slices_follow_the_peak_they_double() {
         // A server that serves two requests at a time in 10 ms and refuses the rest: its peak
@@ -285,8 +486,14 @@ mod tests {
         let permits = Arc::new(tokio::sync::Semaphore::new(2));
         let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
         let unique = seen.clone();
-        let (peak, offered) =
-            peak_then_fixed_rate(2, Duration::from_millis(500), Duration::from_secs(4), 2, 2.0, move |n| {
+        let (peak, offered) = peak_then_fixed_rate(
+            &Shards::here(),
+            2,
+            Duration::from_millis(500),
+            Duration::from_secs(4),
+            2,
+            2.0,
+            move |n| {
                 let (permits, seen) = (permits.clone(), seen.clone());
                 async move {
                     assert!(seen.lock().unwrap().insert(n), "request {n} made twice");
@@ -296,8 +503,9 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     Ok(())
                 }
-            })
-            .await;
+            },
+        )
+        .await;
         assert_eq!(peak.elapsed, Duration::from_secs(4));
         assert_eq!(offered.elapsed, Duration::from_secs(4));
         let (peak_rps, goodput) = (peak.rps(), offered.rps());
@@ -316,6 +524,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
         let unique = seen.clone();
         let (outcome, baseline) = alternating(
+            &Shards::here(),
             2,
             Duration::from_secs(1),
             Duration::from_secs(3),
@@ -357,10 +566,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn closed_loop_records_only_after_the_warmup_and_counts_errors_by_code() {
-        let outcome = closed_loop(2, Duration::from_secs(1), Duration::from_secs(1), |_, n| async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            if n % 2 == 0 { Ok(()) } else { Err(tonic::Status::resource_exhausted("busy")) }
-        })
+        let outcome = closed_loop(
+            &Shards::here(),
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            |_, n| async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if n % 2 == 0 { Ok(()) } else { Err(tonic::Status::resource_exhausted("busy")) }
+            },
+        )
         .await;
         let total = outcome.ok.len() + outcome.failures();
         assert!((190..=202).contains(&total), "{total} requests in the measured second");

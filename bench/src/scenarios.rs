@@ -90,19 +90,50 @@ async fn eventually<T, Fut: Future<Output = Result<T, tonic::Status>>>(
     }
 }
 
-/// A few connections to one service, used in turn: one HTTP/2 connection would serialise the
-/// load generator on one socket.
+/// Connections to one service, a few on each thread that sends load, used in turn: one
+/// HTTP/2 connection would serialise a thread's requests on one socket. A thread makes its own
+/// on first use, so that each of the generator's event loops ([`load::Shards`]) drives
+/// connections of its own, whose tasks run on that loop.
 #[derive(Clone)]
-struct Pool(Arc<Vec<Channel>>, Arc<AtomicUsize>);
+struct Pool {
+    id: usize,
+    url: Arc<str>,
+}
+
+/// HTTP/2 connections a pool holds on each thread.
+const CONNECTIONS_PER_THREAD: usize = 2;
+
+thread_local! {
+    /// Each pool's connections made on this thread, by pool id, and the turn of the next.
+    static CHANNELS: std::cell::RefCell<HashMap<usize, (Vec<Channel>, usize)>> =
+        std::cell::RefCell::new(HashMap::new());
+}
 
 impl Pool {
     fn new(service: &tandem_system_tests::Service) -> Self {
-        Self(Arc::new((0..4).map(|_| service.channel()).collect()), Arc::new(AtomicUsize::new(0)))
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), url: service.url().into() }
     }
 
     fn get(&self) -> Channel {
-        self.0[self.1.fetch_add(1, Ordering::Relaxed) % self.0.len()].clone()
+        CHANNELS.with_borrow_mut(|pools| {
+            let (channels, turn) = pools.entry(self.id).or_insert_with(|| {
+                let connect = || Channel::from_shared(self.url.to_string()).expect("url").connect_lazy();
+                ((0..CONNECTIONS_PER_THREAD).map(|_| connect()).collect(), 0)
+            });
+            *turn = turn.wrapping_add(1);
+            channels[*turn % channels.len()].clone()
+        })
     }
+}
+
+/// The load generator's event loops, one a core, started on first use.
+fn shards() -> &'static load::Shards {
+    static SHARDS: std::sync::OnceLock<load::Shards> = std::sync::OnceLock::new();
+    SHARDS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        load::Shards::start(cores).expect("the load generator's threads")
+    })
 }
 
 /// What the setup made: the staff's and a partner's `authorization` values, the partner's team
@@ -352,6 +383,7 @@ async fn check_permission(cluster: &Cluster, world: &Arc<World>, timing: Timing)
     let health_pool = pool.clone();
     let world = world.clone();
     let (outcome, health) = load::alternating(
+        shards(),
         CPU_CONCURRENCY,
         timing.warmup,
         timing.run,
@@ -375,7 +407,7 @@ async fn check_permission(cluster: &Cluster, world: &Arc<World>, timing: Timing)
             let pool = health_pool.clone();
             async move {
                 let outcome =
-                    load::closed_loop(CPU_CONCURRENCY, Duration::ZERO, slice, move |_, _| {
+                    load::closed_loop(shards(), CPU_CONCURRENCY, Duration::ZERO, slice, move |_, _| {
                         let mut client = HealthClient::new(pool.get());
                         async move {
                             client.check(HealthCheckRequest { service: String::new() }).await.map(|_| ())
@@ -416,6 +448,7 @@ async fn register_deal(cluster: &Cluster, world: &Arc<World>, timing: Timing) ->
         &[("team", &world.team), ("user", &world.partner_id), ("program", &world.program)],
     );
     let (outcome, tps) = load::alternating(
+        shards(),
         DB_CONCURRENCY,
         timing.warmup,
         timing.run,
@@ -464,6 +497,7 @@ async fn record_payment(cluster: &Cluster, world: &Arc<World>, timing: Timing) -
         &[("team", &world.team), ("plan", &world.plan), ("customers", &customers)],
     );
     let (outcome, tps) = load::alternating(
+        shards(),
         DB_CONCURRENCY,
         timing.warmup,
         timing.run,
@@ -549,6 +583,7 @@ async fn tier_status(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> a
     let pool = Pool::new(&cluster.tiers);
     let w = world.clone();
     let (outcome, tps) = load::alternating(
+        shards(),
         DB_CONCURRENCY,
         timing.warmup,
         timing.run,
@@ -609,7 +644,7 @@ async fn event_lag(cluster: &Cluster, world: &Arc<World>, timing: Timing) -> any
 
     let pool = Pool::new(&cluster.deals);
     let w = world.clone();
-    let closes = load::fixed_rate(EVENT_RATE, timing.run, move |n| {
+    let closes = load::fixed_rate(shards(), EVENT_RATE, timing.run, move |n| {
         let mut client = DealServiceClient::new(pool.get());
         let request = authed(
             &w.partner,
@@ -709,6 +744,7 @@ async fn overload(
     let pool = Pool::new(&cluster.tiers);
     let w = world.clone();
     let (peak, outcome) = load::peak_then_fixed_rate(
+        shards(),
         DB_CONCURRENCY,
         timing.warmup,
         timing.run,
