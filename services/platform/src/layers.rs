@@ -90,15 +90,18 @@ where
 #[derive(Clone)]
 pub struct Shed {
     permits: Arc<Semaphore>,
-    /// The refusal, built once: under overload most requests get it, and what a refusal
-    /// costs is taken from the requests being served.
-    refusal: Status,
+    /// The refusal's headers (status, message and details, encoded), built once: under
+    /// overload most requests get it, and what a refusal costs is taken from the requests
+    /// being served.
+    refusal: http::HeaderMap,
 }
 
 pub fn shed(max: usize) -> AroundLayer<Shed> {
+    let refusal: Status =
+        ApiError::ResourceExhausted("server is at capacity; retry with backoff".into()).into();
     AroundLayer(Shed {
         permits: Arc::new(Semaphore::new(max.max(1))),
-        refusal: ApiError::ResourceExhausted("server is at capacity; retry with backoff".into()).into(),
+        refusal: reply::<()>(refusal).into_parts().0.headers,
     })
 }
 
@@ -111,8 +114,12 @@ impl Around for Shed {
         R: Default + 'static,
     {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            let refusal = self.refusal.clone();
-            return Box::pin(async move { Ok(reply(refusal)) });
+            let headers = self.refusal.clone();
+            return Box::pin(async move {
+                let mut refusal = Response::new(R::default());
+                *refusal.headers_mut() = headers;
+                Ok(refusal)
+            });
         };
         Box::pin(async move {
             let response = inner.call(req).await;
@@ -607,6 +614,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let second = svc.clone().oneshot(Request::new(())).await.unwrap();
         assert_eq!(grpc_status(&second), Some("8"), "RESOURCE_EXHAUSTED");
+        assert_eq!(second.headers()["content-type"], "application/grpc");
+        let refusal = Status::from_header_map(second.headers()).expect("a status");
+        assert_eq!(refusal.message(), "server is at capacity; retry with backoff");
+        let info = tonic_types::StatusExt::get_details_error_info(&refusal).expect("an ErrorInfo");
+        assert_eq!(info.reason, "OVERLOADED");
         assert_eq!(grpc_status(&first.await.unwrap().unwrap()), None, "the first one is served");
         let third = svc.oneshot(Request::new(())).await.unwrap();
         assert_eq!(grpc_status(&third), None, "capacity is released");
