@@ -185,30 +185,29 @@ where
     let call = Arc::new(call);
     let parts = shards
         .each(|shard, n| {
-            let call = call.clone();
-            let callers = concurrency / n + usize::from(shard < concurrency % n);
-            closed_loop_here(callers, warmup, duration, move |caller, k| call(caller * n + shard, k))
+            // Shard s of n runs callers s, s + n, s + 2n, …
+            closed_loop_here((shard..concurrency).step_by(n), warmup, duration, call.clone())
         })
         .await;
     Outcome::side_by_side(parts)
 }
 
+/// The closed loop of `callers` on the runtime it runs on.
 async fn closed_loop_here<F, Fut>(
-    concurrency: usize,
+    callers: impl Iterator<Item = usize>,
     warmup: Duration,
     duration: Duration,
-    call: F,
+    call: Arc<F>,
 ) -> Outcome
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
-    let call = Arc::new(call);
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + duration;
-    let mut tasks = Vec::with_capacity(concurrency);
-    for caller in 0..concurrency {
+    let mut tasks = Vec::new();
+    for caller in callers {
         let call = call.clone();
         tasks.push(tokio::spawn(async move {
             let mut outcome = Outcome::new();
@@ -333,9 +332,8 @@ where
     let interval = Duration::from_secs_f64(1.0 / rate);
     let parts = shards
         .each(|shard, n| {
-            let (call, shard, n) = (call.clone(), shard as u64, n as u64);
-            let schedule = Schedule { start, interval, first: shard, stride: n, total };
-            schedule.run(duration, move |i| call(i))
+            let schedule = Schedule { start, interval, first: shard as u64, stride: n as u64, total };
+            schedule.run(duration, call.clone())
         })
         .await;
     Outcome::side_by_side(parts)
@@ -352,12 +350,11 @@ struct Schedule {
 }
 
 impl Schedule {
-    async fn run<F, Fut>(self, duration: Duration, call: F) -> Outcome
+    async fn run<F, Fut>(self, duration: Duration, call: Arc<F>) -> Outcome
     where
         F: Fn(u64) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
     {
-        let call = Arc::new(call);
         let outcome = Arc::new(Mutex::new(Outcome::new()));
         // Finished tasks are reaped as the schedule goes: a task's memory, sized for its whole
         // call, stays allocated until its handle is dropped, and keeping every handle to the

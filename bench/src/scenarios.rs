@@ -30,7 +30,7 @@ use tandem_proto::{
         self as tiers, points_service_client::PointsServiceClient, tier_service_client::TierServiceClient,
     },
 };
-use tandem_system_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, Cluster, Options, SERVICES};
+use tandem_system_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, Cluster, Options, SERVICES, lazy_channel};
 use tonic::{Code, metadata::AsciiMetadataValue, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -118,8 +118,8 @@ impl Pool {
     fn get(&self) -> Channel {
         CHANNELS.with_borrow_mut(|pools| {
             let (channels, turn) = pools.entry(self.id).or_insert_with(|| {
-                let connect = || Channel::from_shared(self.url.to_string()).expect("url").connect_lazy();
-                ((0..CONNECTIONS_PER_THREAD).map(|_| connect()).collect(), 0)
+                let channels = (0..CONNECTIONS_PER_THREAD).map(|_| lazy_channel(self.url.to_string()));
+                (channels.collect(), 0)
             });
             *turn = turn.wrapping_add(1);
             channels[*turn % channels.len()].clone()

@@ -161,6 +161,12 @@ pub struct Service {
     child: Option<Child>,
 }
 
+/// A channel to `url` that connects on its first request: made on a tokio runtime, its
+/// connection's tasks run there.
+pub fn lazy_channel(url: String) -> Channel {
+    Channel::from_shared(url).expect("url").connect_lazy()
+}
+
 impl Service {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -168,7 +174,7 @@ impl Service {
 
     /// A lazy channel to it.
     pub fn channel(&self) -> Channel {
-        Channel::from_shared(self.url()).expect("url").connect_lazy()
+        lazy_channel(self.url())
     }
 
     pub fn pid(&self) -> Option<u32> {
