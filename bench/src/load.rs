@@ -278,8 +278,7 @@ where
 /// closed-loop callers for a slice of `run` (after `warmup`, before the first slice only), the
 /// peak; then `factor` times that slice's rate offered at a fixed rate for as long. Each
 /// fixed-rate slice then follows the peak it is compared with, on a machine whose speed drifts
-/// within minutes. `call(n)` makes the run's n-th request, n unique across slices. Returns the
-/// closed loop's outcome and the fixed rate's, each over all its slices.
+/// within minutes. `call(n)` makes the run's n-th request, n unique across slices.
 pub async fn peak_then_fixed_rate<F, Fut>(
     shards: &Shards,
     concurrency: usize,
@@ -288,7 +287,7 @@ pub async fn peak_then_fixed_rate<F, Fut>(
     slices: u32,
     factor: f64,
     call: F,
-) -> (Outcome, Outcome)
+) -> Overload
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
@@ -297,7 +296,7 @@ where
     let slice = run / slices;
     let call = Arc::new(call);
     let sequence = Arc::new(AtomicU64::new(0));
-    let (mut peak, mut offered) = (Outcome::new(), Outcome::new());
+    let mut overload = Overload { peak: Outcome::new(), offered: Outcome::new(), pairs: Vec::new() };
     for i in 0..slices {
         let warmup = if i == 0 { warmup } else { Duration::ZERO };
         let (c, seq) = (call.clone(), sequence.clone());
@@ -306,15 +305,27 @@ where
         })
         .await;
         let rate = factor * part.rps();
-        peak.merge(&part);
+        overload.peak.merge(&part);
         if rate > 0.0 {
             let (c, seq) = (call.clone(), sequence.clone());
-            offered.merge(
-                &fixed_rate(shards, rate, slice, move |_| c(seq.fetch_add(1, Ordering::Relaxed))).await,
-            );
+            let offered =
+                fixed_rate(shards, rate, slice, move |_| c(seq.fetch_add(1, Ordering::Relaxed))).await;
+            overload.pairs.push(offered.rps() / part.rps());
+            overload.offered.merge(&offered);
         }
     }
-    (peak, offered)
+    overload
+}
+
+/// What [`peak_then_fixed_rate`] measured.
+#[derive(Debug)]
+pub struct Overload {
+    /// The closed loop's outcome over all its slices.
+    pub peak: Outcome,
+    /// The fixed rate's outcome over all its slices.
+    pub offered: Outcome,
+    /// Each fixed-rate slice's successes a second over the rate of the peak slice before it.
+    pub pairs: Vec<f64>,
 }
 
 /// `rate` requests a second for `duration`, each sent at its scheduled time whether or not the
@@ -483,7 +494,7 @@ mod tests {
         let permits = Arc::new(tokio::sync::Semaphore::new(2));
         let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
         let unique = seen.clone();
-        let (peak, offered) = peak_then_fixed_rate(
+        let Overload { peak, offered, pairs } = peak_then_fixed_rate(
             &Shards::here(),
             2,
             Duration::from_millis(500),
@@ -512,6 +523,8 @@ mod tests {
         let refused = offered.errors.get("ResourceExhausted").copied().unwrap_or_default() as f64;
         assert!((0.8..=1.2).contains(&(refused / offered.ok.len() as f64)), "refused {refused}");
         assert!(unique.lock().unwrap().len() as u64 >= peak.ok.len() + offered.ok.len() + refused as u64);
+        assert_eq!(pairs.len(), 2, "one ratio a pair of slices: {pairs:?}");
+        assert!(pairs.iter().all(|r| (0.85..=1.1).contains(r)), "pairs {pairs:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -743,7 +743,7 @@ async fn overload(
     let before = rss::rss_mib(tiers_pid).unwrap_or_default();
     let pool = Pool::new(&cluster.tiers);
     let w = world.clone();
-    let (peak, outcome) = load::peak_then_fixed_rate(
+    let load::Overload { peak, offered: outcome, pairs } = load::peak_then_fixed_rate(
         shards(),
         DB_CONCURRENCY,
         timing.warmup,
@@ -770,6 +770,10 @@ async fn overload(
     let sent = (outcome.ok.len() + outcome.failures()) as f64 / outcome.elapsed.as_secs_f64();
     details.insert("sent_rps".into(), json!(sent));
     details.insert("goodput_ratio".into(), json!(goodput_ratio));
+    details.insert(
+        "slice_ratios".into(),
+        json!(pairs.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>()),
+    );
     details.insert("refused".into(), json!(refused));
     details.insert("refused_p99_ms".into(), json!(refused_p99_ms));
     details.insert("other_errors".into(), json!(other));
