@@ -4,6 +4,7 @@
 //! `TANDEM_BENCH_QUICK=1` shortens every run; `TANDEM_BENCH_ONLY=a,b` runs only the scenarios
 //! named. See docs/PERFORMANCE.md.
 
+mod h2c;
 mod load;
 mod pgbench;
 mod rss;

@@ -30,12 +30,13 @@ use tandem_proto::{
         self as tiers, points_service_client::PointsServiceClient, tier_service_client::TierServiceClient,
     },
 };
-use tandem_system_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, Cluster, Options, SERVICES, lazy_channel};
-use tonic::{Code, metadata::AsciiMetadataValue, transport::Channel};
+use tandem_system_tests::{ADMIN_EMAIL, ADMIN_PASSWORD, Cluster, Options, SERVICES};
+use tonic::{Code, metadata::AsciiMetadataValue};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::{
     Baseline, Memory, Report, Scenario, Timing,
+    h2c::H2Channel,
     load::{self, Outcome},
     pgbench::Pgbench,
     rss::{self, Peaks},
@@ -97,7 +98,7 @@ async fn eventually<T, Fut: Future<Output = Result<T, tonic::Status>>>(
 #[derive(Clone)]
 struct Pool {
     id: usize,
-    url: Arc<str>,
+    addr: Arc<str>,
 }
 
 /// HTTP/2 connections a pool holds on each thread.
@@ -105,20 +106,21 @@ const CONNECTIONS_PER_THREAD: usize = 2;
 
 thread_local! {
     /// Each pool's connections made on this thread, by pool id, and the turn of the next.
-    static CHANNELS: std::cell::RefCell<HashMap<usize, (Vec<Channel>, usize)>> =
+    static CHANNELS: std::cell::RefCell<HashMap<usize, (Vec<H2Channel>, usize)>> =
         std::cell::RefCell::new(HashMap::new());
 }
 
 impl Pool {
     fn new(service: &tandem_system_tests::Service) -> Self {
         static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), url: service.url().into() }
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), addr: service.addr.to_string().into() }
     }
 
-    fn get(&self) -> Channel {
+    fn get(&self) -> H2Channel {
         CHANNELS.with_borrow_mut(|pools| {
             let (channels, turn) = pools.entry(self.id).or_insert_with(|| {
-                let channels = (0..CONNECTIONS_PER_THREAD).map(|_| lazy_channel(self.url.to_string()));
+                let channels = (0..CONNECTIONS_PER_THREAD)
+                    .map(|_| H2Channel::lazy(&self.addr).expect("a service's address"));
                 (channels.collect(), 0)
             });
             *turn = turn.wrapping_add(1);

@@ -161,20 +161,15 @@ pub struct Service {
     child: Option<Child>,
 }
 
-/// A channel to `url` that connects on its first request: made on a tokio runtime, its
-/// connection's tasks run there.
-pub fn lazy_channel(url: String) -> Channel {
-    Channel::from_shared(url).expect("url").connect_lazy()
-}
-
 impl Service {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// A lazy channel to it.
+    /// A channel to it that connects on its first request: made on a tokio runtime, its
+    /// connection's tasks run there.
     pub fn channel(&self) -> Channel {
-        lazy_channel(self.url())
+        Channel::from_shared(self.url()).expect("url").connect_lazy()
     }
 
     pub fn pid(&self) -> Option<u32> {
