@@ -28,7 +28,8 @@ use tokio::{
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One HTTP/2 connection to `authority`, made on first use on the runtime of that use; clones
-/// share it.
+/// share it. Unlike `Channel`, it does not connect again once the connection has failed: the
+/// bench's services do not restart within a run, and the failed calls are counted by code.
 #[derive(Clone)]
 pub struct H2Channel {
     authority: Authority,
