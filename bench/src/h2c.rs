@@ -90,8 +90,8 @@ impl H2Channel {
             .send_request(http::Request::from_parts(parts, ()), data.is_empty());
         let (response, mut stream) = send?;
         if !data.is_empty() {
-            // Queued behind the HEADERS without waiting for send capacity: h2 holds it until
-            // the stream has some, which a new stream has from the start.
+            // Queued behind the HEADERS without waiting for send capacity: h2 buffers it and
+            // writes it in the same turn of the connection that opens the stream.
             stream.send_data(data.freeze(), true)?;
         }
         Ok(response.await?.map(|recv| ResponseBody { recv, data_done: false, done: false }))
