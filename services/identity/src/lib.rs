@@ -332,21 +332,21 @@ impl Identity {
 
 #[async_trait]
 impl Authenticator for Identity {
-    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
-        let claims = self.verifier.verify(token).await?;
+    async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
+        let caller = self.verifier.verify(token).await?;
         // Identity's service token is for other services; identity serves users only.
-        if claims.svc.is_some() {
+        if caller.is_service_principal() {
             return Err(AuthError::Invalid("a service token is not accepted by identity".into()));
         }
         let status =
-            self.user_status(&claims.sub).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+            self.user_status(&caller.user_id).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
         match status {
             None => Err(AuthError::Invalid("unknown user".into())),
             Some(s) if !s.active => Err(AuthError::Inactive),
-            Some(s) if claims.iat < s.tokens_valid_after => {
+            Some(s) if caller.issued_at < s.tokens_valid_after => {
                 Err(AuthError::Invalid("token was revoked".into()))
             }
-            Some(_) => Caller::from_claims(&claims),
+            Some(_) => Ok(caller),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Authentication: access tokens are EdDSA-signed JWTs issued by identity. Every service
 //! verifies them with identity's public keys (its JWKS), pinned to EdDSA, with issuer, audience
-//! and expiry checked. The verified caller goes into the request's extensions.
+//! and expiry checked. The verified caller goes into the request's extensions, as an
+//! `Arc<Caller>`.
 //!
 //! A token names a user, or a service (a *service principal*: `sub` = `svc:<service>` and the
 //! `svc` claim naming the service). Only identity signs, so only identity can be a service
@@ -150,10 +151,10 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// Turns a bearer token into a caller.
+/// Turns a bearer token into a caller, which carries the token (`Caller::token`).
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError>;
+    async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, AuthError>;
 }
 
 /// Public keys by `kid`, as published in a JWKS. Rotation adds a key before signing with it,
@@ -213,10 +214,10 @@ fn decode_jwks(jwks: &[Jwk]) -> Result<HashMap<String, DecodingKey>, AuthError> 
 ///
 /// A caller sends the same token with every call until it expires, and checking its Ed25519
 /// signature is most of what authenticating a call costs. So the verifier remembers the tokens
-/// it verified, by their exact text, with their claims: the same text again is the same signed
-/// token, and skips straight to the expiry check. The memory is bounded
-/// ([`VERIFIED_TOKENS`]) and forgotten whenever the key set changes, so a key withdrawn from
-/// the JWKS stops vouching for its tokens at once.
+/// it verified, by their exact text, with the caller they name: the same text again is the
+/// same signed token, and skips straight to the expiry check, and every call with it shares
+/// one [`Caller`]. The memory is bounded ([`VERIFIED_TOKENS`]) and forgotten whenever the key
+/// set changes, so a key withdrawn from the JWKS stops vouching for its tokens at once.
 pub struct JwtVerifier {
     keys: Arc<KeySet>,
     validation: Validation,
@@ -230,7 +231,14 @@ pub const VERIFIED_TOKENS: usize = 10_000;
 #[derive(Default)]
 struct Verified {
     generation: u64,
-    tokens: HashMap<Box<str>, Claims>,
+    /// By the token's text, which is also the caller's `token`.
+    tokens: HashMap<Arc<str>, Remembered>,
+}
+
+/// A verified token's expiry (`exp`, seconds since the epoch) and the caller it names.
+struct Remembered {
+    expires: i64,
+    caller: Arc<Caller>,
 }
 
 impl JwtVerifier {
@@ -244,10 +252,11 @@ impl JwtVerifier {
         Self { keys, validation, verified }
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    /// The caller a valid token names, carrying the token itself.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some(claims) = self.remembered(token, now) {
-            return Ok(claims);
+        if let Some(caller) = self.remembered(token, now) {
+            return Ok(caller);
         }
         let generation = self.keys.generation();
         let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
@@ -257,29 +266,34 @@ impl JwtVerifier {
         let kid = header.kid.ok_or_else(|| AuthError::Invalid("token has no key id".into()))?;
         let key =
             self.keys.get(&kid).await.ok_or_else(|| AuthError::Invalid("unknown signing key".into()))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        self.remember(token, &data.claims, generation, now);
-        Ok(data.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .claims;
+        let caller = Arc::new(Caller { token: Some(token.into()), ..Caller::from_claims(&claims)? });
+        self.remember(&caller, claims.exp, generation, now);
+        Ok(caller)
     }
 
-    /// The claims of a token verified before under the current keys, unless it has expired
+    /// The caller of a token verified before under the current keys, unless it has expired
     /// since (with the same leeway as a full check).
-    fn remembered(&self, token: &str, now: u64) -> Option<Claims> {
+    fn remembered(&self, token: &str, now: u64) -> Option<Arc<Caller>> {
         let generation = self.keys.generation();
         let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
         if verified.generation != generation {
             return None;
         }
-        let claims = verified.tokens.get(token)?;
-        self.unexpired(claims, now).then(|| claims.clone())
+        let remembered = verified.tokens.get(token)?;
+        self.unexpired(remembered.expires, now).then(|| remembered.caller.clone())
     }
 
-    fn unexpired(&self, claims: &Claims, now: u64) -> bool {
-        u64::try_from(claims.exp).is_ok_and(|exp| exp.saturating_add(self.validation.leeway) >= now)
+    fn unexpired(&self, expires: i64, now: u64) -> bool {
+        u64::try_from(expires).is_ok_and(|exp| exp.saturating_add(self.validation.leeway) >= now)
     }
 
-    fn remember(&self, token: &str, claims: &Claims, generation: u64, now: u64) {
+    /// Remembers a caller whose token (`caller.token`) was verified under the keys of
+    /// `generation`.
+    fn remember(&self, caller: &Arc<Caller>, expires: i64, generation: u64, now: u64) {
+        let Some(token) = caller.token.clone() else { return };
         let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
         if verified.generation != generation {
             // The keys changed: what was verified before is forgotten. A token verified under
@@ -290,25 +304,25 @@ impl JwtVerifier {
             *verified = Verified { generation, tokens: HashMap::new() };
         }
         if verified.tokens.len() >= VERIFIED_TOKENS {
-            verified.tokens.retain(|_, claims| self.unexpired(claims, now));
+            verified.tokens.retain(|_, r| self.unexpired(r.expires, now));
             if verified.tokens.len() >= VERIFIED_TOKENS {
                 verified.tokens.clear();
             }
         }
-        verified.tokens.insert(token.into(), claims.clone());
+        verified.tokens.insert(token, Remembered { expires, caller: caller.clone() });
     }
 }
 
 #[async_trait]
 impl Authenticator for JwtVerifier {
-    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
-        Caller::from_claims(&self.verify(token).await?)
+    async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
+        self.verify(token).await
     }
 }
 
 /// The verified user calling, or UNAUTHENTICATED; a service principal is refused with
 /// PERMISSION_DENIED (it acts only through the RPCs that take [`caller_or_service`]).
-pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, ApiError> {
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Arc<Caller>, ApiError> {
     let caller = caller_or_service(request)?;
     if caller.is_service_principal() {
         return Err(ApiError::PermissionDenied("a service token is not accepted here".into()));
@@ -318,17 +332,17 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, ApiError> {
 
 /// The verified caller, a user or a service principal, or UNAUTHENTICATED. Only for the RPCs
 /// that serve services; they check which service it is.
-pub fn caller_or_service<T>(request: &tonic::Request<T>) -> Result<&Caller, ApiError> {
+pub fn caller_or_service<T>(request: &tonic::Request<T>) -> Result<&Arc<Caller>, ApiError> {
     request
         .extensions()
-        .get::<Caller>()
+        .get::<Arc<Caller>>()
         .ok_or_else(|| ApiError::Unauthenticated("a bearer access token is required".into()))
 }
 
 /// The user calling when the request carries a user's token; `None` for anonymous requests
 /// (and for a service principal, which is no user).
-pub fn optional_caller<T>(request: &tonic::Request<T>) -> Option<&Caller> {
-    request.extensions().get::<Caller>().filter(|c| !c.is_service_principal())
+pub fn optional_caller<T>(request: &tonic::Request<T>) -> Option<&Arc<Caller>> {
+    request.extensions().get::<Arc<Caller>>().filter(|c| !c.is_service_principal())
 }
 
 /// Identity's answer to "may this caller do this on this team?", as every service asks it
@@ -365,15 +379,18 @@ mod tests {
         JwtVerifier::new(Arc::new(KeySet::default()))
     }
 
-    fn expiring_at(exp: i64) -> Claims {
-        Claims { exp, ..claims("user_1", None, None) }
+    /// The caller of the token `token`, as a verifier remembers it.
+    fn holding(token: &str) -> Arc<Caller> {
+        let caller = Caller::from_claims(&claims("user_1", None, None)).unwrap();
+        Arc::new(Caller { token: Some(token.into()), ..caller })
     }
 
     #[test]
     fn a_remembered_token_expires_with_its_claims() {
         let verifier = verifier();
-        verifier.remember("tok", &expiring_at(1_000), 0, 900);
-        assert_eq!(verifier.remembered("tok", 1_000).map(|c| c.exp), Some(1_000));
+        let caller = holding("tok");
+        verifier.remember(&caller, 1_000, 0, 900);
+        assert!(verifier.remembered("tok", 1_000).is_some_and(|c| Arc::ptr_eq(&c, &caller)));
         // The same five seconds of leeway as a full check, then no more.
         assert!(verifier.remembered("tok", 1_005).is_some());
         assert!(verifier.remembered("tok", 1_006).is_none());
@@ -384,16 +401,16 @@ mod tests {
     fn remembered_tokens_are_bounded() {
         let verifier = verifier();
         for i in 0..VERIFIED_TOKENS {
-            verifier.remember(&format!("tok{i}"), &expiring_at(if i % 2 == 0 { 10 } else { 1_000 }), 0, 5);
+            verifier.remember(&holding(&format!("tok{i}")), if i % 2 == 0 { 10 } else { 1_000 }, 0, 5);
         }
         // Full: the expired half goes first.
-        verifier.remember("one more", &expiring_at(1_000), 0, 500);
+        verifier.remember(&holding("one more"), 1_000, 0, 500);
         let remembered = verifier.verified.lock().unwrap().tokens.len();
         assert_eq!(remembered, VERIFIED_TOKENS / 2 + 1);
         assert!(verifier.remembered("tok1", 500).is_some() && verifier.remembered("one more", 500).is_some());
         // Full of live tokens: all are forgotten rather than growing.
         for i in 0..VERIFIED_TOKENS {
-            verifier.remember(&format!("live{i}"), &expiring_at(1_000), 0, 500);
+            verifier.remember(&holding(&format!("live{i}")), 1_000, 0, 500);
         }
         assert!(verifier.verified.lock().unwrap().tokens.len() <= VERIFIED_TOKENS);
     }
@@ -406,9 +423,9 @@ mod tests {
         assert_eq!(keys.generation(), 0, "the same (empty) key set is no change");
         keys.generation.fetch_add(1, Ordering::AcqRel);
         // Verified before the change: not remembered, and nothing remembered before it counts.
-        verifier.remember("tok", &expiring_at(1_000), 0, 5);
+        verifier.remember(&holding("tok"), 1_000, 0, 5);
         assert!(verifier.remembered("tok", 5).is_none());
-        verifier.remember("tok", &expiring_at(1_000), 1, 5);
+        verifier.remember(&holding("tok"), 1_000, 1, 5);
         assert!(verifier.remembered("tok", 5).is_some());
     }
 
@@ -453,14 +470,14 @@ mod tests {
     fn only_service_rpcs_see_a_service_principal() {
         let service = Caller::from_claims(&claims("svc:identity", None, Some("identity"))).unwrap();
         let mut request = tonic::Request::new(());
-        request.extensions_mut().insert(service);
+        request.extensions_mut().insert(Arc::new(service));
         assert!(matches!(caller(&request), Err(ApiError::PermissionDenied(_))));
         assert!(optional_caller(&request).is_none());
         assert!(caller_or_service(&request).unwrap().is_service("identity"));
 
         let user = Caller::from_claims(&claims("user_1", None, None)).unwrap();
         let mut request = tonic::Request::new(());
-        request.extensions_mut().insert(user);
+        request.extensions_mut().insert(Arc::new(user));
         assert_eq!(caller(&request).unwrap().user_id, "user_1");
         assert!(optional_caller(&request).is_some());
 

@@ -223,10 +223,9 @@ impl Around for Authenticate {
         B: Send + 'static,
         R: Default + 'static,
     {
-        let header = req.headers().get(http::header::AUTHORIZATION).map(|v| v.to_str().map(str::to_owned));
         let authenticator = self.authenticator.clone();
         Box::pin(async move {
-            match header {
+            match req.headers().get(http::header::AUTHORIZATION).map(|v| v.to_str()) {
                 None => {}
                 Some(Ok(value)) => {
                     let token = value
@@ -239,8 +238,7 @@ impl Around for Authenticate {
                         ));
                     };
                     match authenticator.authenticate(token).await {
-                        Ok(mut caller) => {
-                            caller.token = Some(token.into());
+                        Ok(caller) => {
                             req.extensions_mut().insert(caller);
                         }
                         Err(err) => {
@@ -323,7 +321,7 @@ impl RateLimit {
 }
 
 fn caller_key<B>(req: &Request<B>) -> CallerKey {
-    if let Some(caller) = req.extensions().get::<crate::auth::Caller>() {
+    if let Some(caller) = req.extensions().get::<Arc<crate::auth::Caller>>() {
         return CallerKey::User(caller.user_id.clone());
     }
     match req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|c| c.remote_addr()) {
@@ -412,7 +410,9 @@ impl Around for Trace {
         B: Send + 'static,
         R: Default + 'static,
     {
-        let method = req.uri().path().to_owned();
+        // The path shares the request's buffer: nothing is copied when no one listens.
+        let uri = req.uri().clone();
+        let method = uri.path();
         let span = tracing::info_span!(
             "rpc",
             otel.name = %method,
@@ -427,6 +427,7 @@ impl Around for Trace {
         let started = Instant::now();
         Box::pin(
             async move {
+                let method = uri.path();
                 let response = inner.call(req).await;
                 let code = match &response {
                     Ok(r) => r
@@ -596,7 +597,7 @@ mod tests {
         tower::util::BoxCloneService::new(service_fn(move |req: Request<()>| async move {
             tokio::time::sleep(delay).await;
             let mut response = Response::new(());
-            if let Some(caller) = req.extensions().get::<Caller>() {
+            if let Some(caller) = req.extensions().get::<Arc<Caller>>() {
                 response.headers_mut().insert("x-caller", caller.user_id.parse().unwrap());
             }
             Ok(response)
@@ -658,15 +659,15 @@ mod tests {
 
     #[async_trait]
     impl Authenticator for OneToken {
-        async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        async fn authenticate(&self, token: &str) -> Result<Arc<Caller>, AuthError> {
             if token == "good" {
-                Ok(Caller {
+                Ok(Arc::new(Caller {
                     user_id: "user_1".into(),
                     staff_role: None,
                     issued_at: 0,
-                    token: None,
+                    token: Some(token.into()),
                     service: None,
-                })
+                }))
             } else {
                 Err(AuthError::Invalid("bad".into()))
             }
@@ -698,13 +699,13 @@ mod tests {
 
     fn as_user(user: &str) -> Request<()> {
         let mut req = Request::new(());
-        req.extensions_mut().insert(Caller {
+        req.extensions_mut().insert(Arc::new(Caller {
             user_id: user.into(),
             staff_role: None,
             service: None,
             issued_at: 0,
             token: None,
-        });
+        }));
         req
     }
 

@@ -39,7 +39,7 @@ struct NoTokens;
 
 #[async_trait]
 impl Authenticator for NoTokens {
-    async fn authenticate(&self, _token: &str) -> Result<Caller, AuthError> {
+    async fn authenticate(&self, _token: &str) -> Result<Arc<Caller>, AuthError> {
         Err(AuthError::Invalid("no tokens here".into()))
     }
 }

@@ -58,7 +58,7 @@ struct NoTokens;
 
 #[async_trait]
 impl Authenticator for NoTokens {
-    async fn authenticate(&self, _token: &str) -> Result<Caller, AuthError> {
+    async fn authenticate(&self, _token: &str) -> Result<Arc<Caller>, AuthError> {
         Err(AuthError::Invalid("no tokens here".into()))
     }
 }

@@ -65,7 +65,7 @@ pub fn services(commissions: &Arc<Commissions>, max_message_bytes: usize) -> Ser
     ]
 }
 
-pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Caller> {
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Arc<Caller>> {
     // UNAUTHENTICATED without a token; PERMISSION_DENIED for a service principal.
     tandem_platform::auth::caller(request).cloned().map_err(CommissionsError::Api)
 }

@@ -45,7 +45,7 @@ impl CommissionsApi {
         &self,
         request: Request<pb::CreatePayoutBatchRequest>,
     ) -> Result<pb::CreatePayoutBatchResponse> {
-        require_staff(&caller(&request)?, "only vendor staff batch payouts")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff batch payouts")?;
         let fingerprint = idempotency::fingerprint(request.get_ref());
         let pb::CreatePayoutBatchRequest { currency_code, request_id: rid } = request.into_inner();
         let mut v = Validator::new();
@@ -124,7 +124,7 @@ impl CommissionsApi {
         &self,
         request: Request<pb::MarkPayoutPaidRequest>,
     ) -> Result<pb::MarkPayoutPaidResponse> {
-        require_staff(&caller(&request)?, "only vendor staff mark payouts paid")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff mark payouts paid")?;
         let fingerprint = idempotency::fingerprint(request.get_ref());
         let pb::MarkPayoutPaidRequest { payout_id, request_id: rid } = request.into_inner();
         let mut v = Validator::new();

@@ -44,7 +44,7 @@ impl CommissionsApi {
         &self,
         request: Request<pb::CreateCommissionPlanRequest>,
     ) -> Result<pb::CreateCommissionPlanResponse> {
-        require_staff(&caller(&request)?, "only vendor staff define commission plans")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff define commission plans")?;
         let fingerprint = idempotency::fingerprint(request.get_ref());
         let pb::CreateCommissionPlanRequest {
             name,

@@ -35,7 +35,7 @@ impl DealsApi {
         &self,
         request: Request<pb::CreatePipelineRequest>,
     ) -> Result<pb::CreatePipelineResponse> {
-        require_staff(&caller(&request)?, "only vendor staff define pipelines")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff define pipelines")?;
         let pb::CreatePipelineRequest { name, stages } = request.into_inner();
         let stages: Vec<String> = stages.into_iter().map(|s| s.name.trim().to_owned()).collect();
         let mut v = Validator::new();

@@ -86,7 +86,7 @@ impl DealsApi {
         &self,
         request: Request<pb::RemoveQueueMemberRequest>,
     ) -> Result<pb::RemoveQueueMemberResponse> {
-        require_staff(&caller(&request)?, "only vendor staff manage queues")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff manage queues")?;
         let pb::RemoveQueueMemberRequest { queue_id, user_id } = request.into_inner();
         Validator::new().id("queue_id", "queue", &queue_id).id("user_id", "user", &user_id).finish()?;
         let mut tx = self.db.begin().await?;

@@ -119,7 +119,7 @@ impl DealsApi {
         &self,
         request: Request<pb::ListAssignmentRulesRequest>,
     ) -> Result<pb::ListAssignmentRulesResponse> {
-        require_staff(&caller(&request)?, "only vendor staff see assignment rules")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff see assignment rules")?;
         let pb::ListAssignmentRulesRequest { page_size, page_token } = request.into_inner();
         let page = Page::parse(page_size, &page_token)?;
         // The key of the last rule returned: `priority/id`.
@@ -145,7 +145,7 @@ impl DealsApi {
         &self,
         request: Request<pb::DeleteAssignmentRuleRequest>,
     ) -> Result<pb::DeleteAssignmentRuleResponse> {
-        require_staff(&caller(&request)?, "only vendor staff define assignment rules")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff define assignment rules")?;
         let rule_id = request.into_inner().rule_id;
         Validator::new().id("rule_id", "rule", &rule_id).finish()?;
         let mut tx = self.db.begin().await?;

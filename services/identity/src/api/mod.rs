@@ -58,7 +58,7 @@ pub fn services(identity: &Arc<Identity>, max_message_bytes: usize) -> ServiceSe
     ]
 }
 
-pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Caller> {
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Arc<Caller>> {
     // UNAUTHENTICATED without a token; PERMISSION_DENIED for a service principal.
     tandem_platform::auth::caller(request).cloned().map_err(IdentityError::Api)
 }

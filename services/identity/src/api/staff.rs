@@ -71,7 +71,7 @@ impl IdentityApi {
         &self,
         request: Request<pb::CreateStaffUserRequest>,
     ) -> Result<pb::CreateStaffUserResponse> {
-        require_staff_admin(&caller(&request)?)?;
+        require_staff_admin(caller(&request)?.as_ref())?;
         let pb::CreateStaffUserRequest { email, display_name, password, role } = request.into_inner();
         Validator::new()
             .email("email", &email)

@@ -177,9 +177,12 @@ mod tests {
         let verifier = JwtVerifier::new(Arc::new(KeySet::from_jwks(&[key.jwk().clone()]).unwrap()));
         let now = tandem_platform::time::now_micros() / 1_000_000;
         let token = key.sign("user_1", Some("STAFF_ROLE_ADMIN"), now, 60).unwrap();
-        let claims = verifier.verify(&token).await.unwrap();
-        assert_eq!(claims.sub, "user_1");
-        assert_eq!(claims.staff.as_deref(), Some("STAFF_ROLE_ADMIN"));
+        let caller = verifier.verify(&token).await.unwrap();
+        assert_eq!(caller.user_id, "user_1");
+        assert_eq!(caller.staff_role, Some(tandem_proto::identity::v1::StaffRole::Admin));
+        assert_eq!(caller.token.as_deref(), Some(token.as_str()));
+        let again = verifier.verify(&token).await.unwrap();
+        assert!(Arc::ptr_eq(&again, &caller), "the same token again shares the caller it named");
 
         let other = SigningKeyPair::generate();
         let foreign = other.sign("user_1", None, now, 60).unwrap();
@@ -190,12 +193,12 @@ mod tests {
 
     #[tokio::test]
     async fn service_tokens_name_a_service_principal() {
-        use tandem_platform::auth::{Authenticator, Caller};
+        use tandem_platform::auth::Authenticator;
         let key = SigningKeyPair::generate();
         let verifier = JwtVerifier::new(Arc::new(KeySet::from_jwks(&[key.jwk().clone()]).unwrap()));
         let now = tandem_platform::time::now_micros() / 1_000_000;
         let token = key.sign_service("identity", now, 60).unwrap();
-        let caller: Caller = verifier.authenticate(&token).await.unwrap();
+        let caller = verifier.authenticate(&token).await.unwrap();
         assert!(caller.is_service("identity"));
         assert!(!caller.is_staff());
         assert_eq!(caller.user_id, "svc:identity");
@@ -235,7 +238,7 @@ mod tests {
             JwtVerifier::new(Arc::new(KeySet::from_jwks(&[new.jwk().clone(), old.jwk().clone()]).unwrap()));
         for key in [&old, &new] {
             let token = key.sign("user_1", None, now, 60).unwrap();
-            assert_eq!(both.verify(&token).await.unwrap().sub, "user_1");
+            assert_eq!(both.verify(&token).await.unwrap().user_id, "user_1");
         }
         let only_new = JwtVerifier::new(Arc::new(KeySet::from_jwks(&[new.jwk().clone()]).unwrap()));
         let old_token = old.sign("user_1", None, now, 60).unwrap();
@@ -252,16 +255,16 @@ mod tests {
         let old_token = old.sign("user_1", None, now, 60).unwrap();
         let new_token = new.sign("user_2", None, now, 60).unwrap();
         for _ in 0..2 {
-            assert_eq!(verifier.verify(&old_token).await.unwrap().sub, "user_1");
-            assert_eq!(verifier.verify(&new_token).await.unwrap().sub, "user_2");
+            assert_eq!(verifier.verify(&old_token).await.unwrap().user_id, "user_1");
+            assert_eq!(verifier.verify(&new_token).await.unwrap().user_id, "user_2");
         }
         // The same JWKS again changes nothing; one without the old key refuses its tokens,
         // remembered or not.
         keys.replace(&[new.jwk().clone(), old.jwk().clone()]).await.unwrap();
-        assert_eq!(verifier.verify(&old_token).await.unwrap().sub, "user_1");
+        assert_eq!(verifier.verify(&old_token).await.unwrap().user_id, "user_1");
         keys.replace(&[new.jwk().clone()]).await.unwrap();
         assert!(verifier.verify(&old_token).await.is_err(), "a withdrawn key");
-        assert_eq!(verifier.verify(&new_token).await.unwrap().sub, "user_2");
+        assert_eq!(verifier.verify(&new_token).await.unwrap().user_id, "user_2");
     }
 
     #[tokio::test]
@@ -270,7 +273,7 @@ mod tests {
         let verifier = JwtVerifier::new(Arc::new(KeySet::from_jwks(&[key.jwk().clone()]).unwrap()));
         let now = tandem_platform::time::now_micros() / 1_000_000;
         let token = key.sign("user_1", None, now, 60).unwrap();
-        assert_eq!(verifier.verify(&token).await.unwrap().sub, "user_1");
+        assert_eq!(verifier.verify(&token).await.unwrap().user_id, "user_1");
         // Its signature under other claims (a staff role granted to oneself) is no token.
         let (_, rest) = token.split_once('.').unwrap();
         let (payload, signature) = rest.split_once('.').unwrap();
@@ -280,6 +283,6 @@ mod tests {
         let header = token.split('.').next().unwrap();
         let forged = format!("{header}.{}.{signature}", URL_SAFE_NO_PAD.encode(claims.to_string()));
         assert!(verifier.verify(&forged).await.is_err(), "edited claims");
-        assert_eq!(verifier.verify(&token).await.unwrap().staff, None);
+        assert_eq!(verifier.verify(&token).await.unwrap().staff_role, None);
     }
 }

@@ -50,7 +50,7 @@ pub fn services(tiers: &Arc<Tiers>, max_message_bytes: usize) -> ServiceSet {
     ]
 }
 
-pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Caller> {
+pub(crate) fn caller<T>(request: &tonic::Request<T>) -> Result<Arc<Caller>> {
     // UNAUTHENTICATED without a token; PERMISSION_DENIED for a service principal.
     tandem_platform::auth::caller(request).cloned().map_err(TiersError::Api)
 }

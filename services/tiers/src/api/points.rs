@@ -142,7 +142,7 @@ impl TiersApi {
         &self,
         request: Request<pb::AdjustPointsRequest>,
     ) -> Result<pb::AdjustPointsResponse> {
-        require_staff(&caller(&request)?, "only vendor staff adjust points")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff adjust points")?;
         let fingerprint = idempotency::fingerprint(request.get_ref());
         let pb::AdjustPointsRequest {
             team_id,

@@ -55,7 +55,7 @@ impl TiersApi {
         &self,
         request: Request<pb::SetExchangeRateRequest>,
     ) -> Result<pb::SetExchangeRateResponse> {
-        require_staff(&caller(&request)?, "only vendor staff set exchange rates")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff set exchange rates")?;
         let pb::SetExchangeRateRequest { currency_code, usd_per_unit } = request.into_inner();
         let mut v = Validator::new();
         v.check(
@@ -88,7 +88,7 @@ impl TiersApi {
         &self,
         request: Request<pb::SetMarketMultiplierRequest>,
     ) -> Result<pb::SetMarketMultiplierResponse> {
-        require_staff(&caller(&request)?, "only vendor staff set market multipliers")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff set market multipliers")?;
         let pb::SetMarketMultiplierRequest { country_code, multiplier } = request.into_inner();
         let mut v = Validator::new();
         v.check(

@@ -59,7 +59,7 @@ fn duplicate(err: DbError) -> TiersError {
 
 impl TiersApi {
     async fn create_tier_(&self, request: Request<pb::CreateTierRequest>) -> Result<pb::CreateTierResponse> {
-        require_staff(&caller(&request)?, "only vendor staff define tiers")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff define tiers")?;
         let pb::CreateTierRequest {
             program_id,
             name,
@@ -110,7 +110,7 @@ impl TiersApi {
     }
 
     async fn update_tier_(&self, request: Request<pb::UpdateTierRequest>) -> Result<pb::UpdateTierResponse> {
-        require_staff(&caller(&request)?, "only vendor staff define tiers")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff define tiers")?;
         let pb::UpdateTierRequest { tier, update_mask } = request.into_inner();
         let tier = tier.unwrap_or_default();
         let paths = update_mask.map(|m| m.paths).unwrap_or_default();
@@ -163,7 +163,7 @@ impl TiersApi {
         &self,
         request: Request<pb::RecordCertificationRequest>,
     ) -> Result<pb::RecordCertificationResponse> {
-        require_staff(&caller(&request)?, "only vendor staff record certifications")?;
+        require_staff(caller(&request)?.as_ref(), "only vendor staff record certifications")?;
         let pb::RecordCertificationRequest { team_id, valid_until } = request.into_inner();
         let now = now_micros();
         let valid_until = valid_until.as_ref().and_then(from_timestamp);
