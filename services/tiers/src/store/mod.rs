@@ -275,7 +275,8 @@ pub struct Standing {
     pub tiers: Vec<TierRow>,
 }
 
-#[derive(sqlx::FromRow)]
+/// A row of [`team_standing`]'s statement, read by position: GetTierStatus runs it on every
+/// call, and a column found by name is a hash lookup per column per row.
 struct StandingRow {
     sold: i64,
     managed: i64,
@@ -292,6 +293,29 @@ struct StandingRow {
     requires_certification: Option<i64>,
     create_time: Option<i64>,
     update_time: Option<i64>,
+}
+
+impl<'r> FromRow<'r, sqlx::any::AnyRow> for StandingRow {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            sold: row.try_get(0)?,
+            managed: row.try_get(1)?,
+            expired: row.try_get(2)?,
+            sourced: row.try_get(3)?,
+            certified_until: row.try_get(4)?,
+            id: row.try_get(5)?,
+            program_id: row.try_get(6)?,
+            name: row.try_get(7)?,
+            rank: row.try_get(8)?,
+            points_threshold: row.try_get(9)?,
+            sold_points_minimum: row.try_get(10)?,
+            managed_points_minimum: row.try_get(11)?,
+            requires_certification: row.try_get(12)?,
+            create_time: row.try_get(13)?,
+            update_time: row.try_get(14)?,
+        })
+    }
 }
 
 impl StandingRow {
