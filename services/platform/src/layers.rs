@@ -371,6 +371,12 @@ impl Around for InvalidBodies {
     {
         Box::pin(async move {
             let response = inner.call(req).await?;
+            // Only INTERNAL and OUT_OF_RANGE are looked at; any other answer, a refusal under
+            // overload above all, passes without its message and details being decoded.
+            let code = response.headers().get("grpc-status").map(http::HeaderValue::as_bytes);
+            if !matches!(code, Some(b"13" | b"11")) {
+                return Ok(response);
+            }
             let Some(status) = Status::from_header_map(response.headers()) else { return Ok(response) };
             match status.code() {
                 tonic::Code::Internal
@@ -779,6 +785,13 @@ mod tests {
         assert_eq!(grpc_status(&svc.oneshot(Request::new(())).await.unwrap()), Some("8"));
         let svc = invalid_bodies().layer(answer(Status::out_of_range("page past the end")));
         assert_eq!(grpc_status(&svc.oneshot(Request::new(())).await.unwrap()), Some("11"));
+        // Other answers pass as they are, message and all.
+        let svc =
+            invalid_bodies().layer(answer(Status::resource_exhausted("failed to decode Protobuf message")));
+        let passed = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&passed), Some("8"));
+        let status = Status::from_header_map(passed.headers()).unwrap();
+        assert_eq!(status.message(), "failed to decode Protobuf message");
     }
 
     #[test]
