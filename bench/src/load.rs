@@ -14,14 +14,15 @@ use std::{
     collections::BTreeMap,
     future::Future,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::{runtime::Handle, task::JoinSet, time::Instant};
+use tokio::{runtime::Handle, time::Instant};
 use tonic::Code;
 
 /// What one run measured.
@@ -55,9 +56,16 @@ impl Outcome {
             Ok(()) => self.ok.saturating_record(micros),
             Err(status) => {
                 self.failed.saturating_record(micros);
-                let code = format!("{:?}", status.code());
-                *self.errors.entry(code.clone()).or_default() += 1;
-                self.messages.entry(code).or_insert_with(|| status.message().to_owned());
+                // Under overload most requests are refused: a code seen before is counted
+                // without allocating its name again.
+                let name = code_name(status.code());
+                match self.errors.get_mut(name) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.errors.insert(name.to_owned(), 1);
+                        self.messages.insert(name.to_owned(), status.message().to_owned());
+                    }
+                }
             }
         }
     }
@@ -110,6 +118,31 @@ impl Outcome {
         let name = format!("{code:?}");
         self.errors.iter().filter(|(c, _)| **c != name).map(|(_, n)| n).sum()
     }
+}
+
+/// The names of the gRPC codes as [`Code`]'s `Debug` spells them, by code.
+const CODE_NAMES: [&str; 17] = [
+    "Ok",
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+fn code_name(code: Code) -> &'static str {
+    CODE_NAMES.get(code as usize).copied().unwrap_or("Unknown")
 }
 
 /// Where the load runs: the generator's own event loops (see the module's notes), or, for
@@ -366,43 +399,68 @@ impl Schedule {
         F: Fn(u64) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
     {
-        let outcome = Arc::new(Mutex::new(Outcome::new()));
-        // Finished tasks are reaped as the schedule goes: a task's memory, sized for its whole
-        // call, stays allocated until its handle is dropped, and keeping every handle to the
-        // end had the generator page in fresh memory for each request (a sixth of its time at
-        // 9,000 requests a second went to clearing new pages).
-        let mut tasks = JoinSet::new();
-        for n in (self.first..self.total).step_by(self.stride.max(1) as usize) {
-            let intended = self.start + self.interval.mul_f64(n as f64);
-            tokio::time::sleep_until(intended).await;
-            while let Some(done) = tasks.try_join_next() {
-                done.expect("a load task");
+        // The requests in flight are futures of this task's own, not tasks: under overload
+        // the generator sends twice the rate the services can serve, and a task per request
+        // (its spawn, its join handle's bookkeeping, a lock on an outcome shared by all) is
+        // work on the machine the services share. Completions are recorded as they come.
+        let mut outcome = Outcome::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut schedule = (self.first..self.total).step_by(self.stride.max(1) as usize).peekable();
+        let at = |n: u64| self.start + self.interval.mul_f64(n as f64);
+        let mut sent_over = None;
+        let next_send = tokio::time::sleep_until(self.start);
+        tokio::pin!(next_send);
+        loop {
+            let now = Instant::now();
+            while let Some(&n) = schedule.peek() {
+                let intended = at(n);
+                if intended > now {
+                    if next_send.deadline() != intended {
+                        next_send.as_mut().reset(intended);
+                    }
+                    break;
+                }
+                schedule.next();
+                let call = call(n);
+                in_flight.push(async move {
+                    let result = call.await;
+                    (intended.elapsed(), result)
+                });
             }
-            let call = call.clone();
-            let outcome = outcome.clone();
-            tasks.spawn(async move {
-                let result = call(n).await;
-                let latency = intended.elapsed();
-                outcome.lock().expect("outcome").record(latency, result);
-            });
+            let sending = schedule.peek().is_some();
+            if !sending {
+                // A generator short of CPU sends late; the requests then span more than
+                // `duration`, and the rates are taken over that span rather than the one planned.
+                sent_over.get_or_insert_with(|| self.start.elapsed());
+                if in_flight.is_empty() {
+                    break;
+                }
+            }
+            tokio::select! {
+                Some((latency, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                    outcome.record(latency, result);
+                }
+                () = &mut next_send, if sending => {}
+            }
         }
-        // A generator short of CPU sends late; the requests then span more than `duration`,
-        // and the rates are taken over that span rather than the one planned.
-        let sent_over = self.start.elapsed();
-        while let Some(done) = tasks.join_next().await {
-            done.expect("a load task");
-        }
-        let mut total = Arc::try_unwrap(outcome).expect("all tasks done").into_inner().expect("outcome");
-        total.elapsed = duration.max(sent_over);
-        total
+        outcome.elapsed = duration.max(sent_over.unwrap_or_default());
+        outcome
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::{collections::HashMap, sync::Mutex};
 
     use super::*;
+
+    #[test]
+    fn code_names_are_the_codes_debug_spelling() {
+        for n in 0..17 {
+            let code = Code::from_i32(n);
+            assert_eq!(code_name(code), format!("{code:?}"));
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn fixed_rate_counts_queueing_from_the_intended_start() {
