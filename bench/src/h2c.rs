@@ -42,6 +42,12 @@ impl H2Channel {
         Ok(Self { authority: authority.parse()?, connection: Arc::new(OnceCell::new()) })
     }
 
+    /// Whether `other` sends over the same connection as this one.
+    #[cfg(test)]
+    pub fn shares_connection_with(&self, other: &H2Channel) -> bool {
+        Arc::ptr_eq(&self.connection, &other.connection)
+    }
+
     async fn sender(&self) -> Result<SendRequest<Bytes>, BoxError> {
         let send = self
             .connection

@@ -112,8 +112,13 @@ thread_local! {
 
 impl Pool {
     fn new(service: &tandem_system_tests::Service) -> Self {
+        Self::at(&service.addr.to_string())
+    }
+
+    /// A pool of connections to `addr` (`host:port`).
+    fn at(addr: &str) -> Self {
         static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), addr: service.addr.to_string().into() }
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), addr: addr.into() }
     }
 
     fn get(&self) -> H2Channel {
@@ -799,4 +804,29 @@ async fn overload(
         met: goodput_ratio >= 0.9 && other == 0 && after - before < 16.0,
         details,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_deals_its_connections_in_turn_and_each_thread_makes_its_own() {
+        let pool = Pool::at("127.0.0.1:1");
+        let here: Vec<H2Channel> = (0..2 * CONNECTIONS_PER_THREAD).map(|_| pool.get()).collect();
+        // In turn: each of the thread's connections once, then each again in the same order.
+        for (i, channel) in here.iter().enumerate().take(CONNECTIONS_PER_THREAD) {
+            assert!(channel.shares_connection_with(&here[i + CONNECTIONS_PER_THREAD]), "turn {i}");
+            for other in &here[i + 1..CONNECTIONS_PER_THREAD] {
+                assert!(!channel.shares_connection_with(other), "turn {i} shares a connection");
+            }
+        }
+        // Another thread (another of the generator's event loops) makes connections of its own.
+        let elsewhere = pool.clone();
+        let there = std::thread::spawn(move || elsewhere.get()).join().unwrap();
+        assert!(here.iter().all(|c| !c.shares_connection_with(&there)));
+        // Another pool, even to the same address, shares none of them.
+        let other = Pool::at("127.0.0.1:1").get();
+        assert!(here.iter().all(|c| !c.shares_connection_with(&other)));
+    }
 }
