@@ -14,7 +14,7 @@ use std::{
     collections::BTreeMap,
     future::Future,
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -120,29 +120,11 @@ impl Outcome {
     }
 }
 
-/// The names of the gRPC codes as [`Code`]'s `Debug` spells them, by code.
-const CODE_NAMES: [&str; 17] = [
-    "Ok",
-    "Cancelled",
-    "Unknown",
-    "InvalidArgument",
-    "DeadlineExceeded",
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "FailedPrecondition",
-    "Aborted",
-    "OutOfRange",
-    "Unimplemented",
-    "Internal",
-    "Unavailable",
-    "DataLoss",
-    "Unauthenticated",
-];
-
+/// `code`'s name as [`Code`]'s `Debug` spells it, made once for each of the 17 codes.
 fn code_name(code: Code) -> &'static str {
-    CODE_NAMES.get(code as usize).copied().unwrap_or("Unknown")
+    static NAMES: LazyLock<Vec<String>> =
+        LazyLock::new(|| (0..17).map(|n| format!("{:?}", Code::from_i32(n))).collect());
+    NAMES.get(code as usize).map_or("Unknown", String::as_str)
 }
 
 /// Where the load runs: the generator's own event loops (see the module's notes), or, for

@@ -373,8 +373,7 @@ impl Around for InvalidBodies {
             let response = inner.call(req).await?;
             // Only INTERNAL and OUT_OF_RANGE are looked at; any other answer, a refusal under
             // overload above all, passes without its message and details being decoded.
-            let code = response.headers().get("grpc-status").map(http::HeaderValue::as_bytes);
-            if !matches!(code, Some(b"13" | b"11")) {
+            if !matches!(grpc_status_of(response.headers()), Some(INTERNAL | OUT_OF_RANGE)) {
                 return Ok(response);
             }
             let Some(status) = Status::from_header_map(response.headers()) else { return Ok(response) };
@@ -486,6 +485,8 @@ pub struct MeterService<S> {
 }
 
 const CANCELLED: i32 = tonic::Code::Cancelled as i32;
+const INTERNAL: i32 = tonic::Code::Internal as i32;
+const OUT_OF_RANGE: i32 = tonic::Code::OutOfRange as i32;
 const UNKNOWN: i32 = tonic::Code::Unknown as i32;
 
 fn grpc_status_of(headers: &http::HeaderMap) -> Option<i32> {
