@@ -37,6 +37,11 @@ pub struct Outcome {
     /// The first message of each code's failures, to tell what went wrong.
     pub messages: BTreeMap<String, String>,
     pub elapsed: Duration,
+    /// Successes and failures answered in each second of the run, counted from its start;
+    /// answers that came after the run's last second are counted in it. Slices run one after
+    /// another follow each other here, so a stretch where the machine slowed can be told from
+    /// a run that was slow throughout.
+    pub per_second: Vec<[u64; 2]>,
 }
 
 impl Outcome {
@@ -47,11 +52,19 @@ impl Outcome {
             errors: BTreeMap::new(),
             messages: BTreeMap::new(),
             elapsed: Duration::ZERO,
+            per_second: Vec::new(),
         }
     }
 
-    fn record(&mut self, latency: Duration, result: Result<(), tonic::Status>) {
+    /// Records a request answered `at` after the run's start, `latency` after it was meant
+    /// to be sent.
+    fn record(&mut self, at: Duration, latency: Duration, result: Result<(), tonic::Status>) {
         let micros = (latency.as_micros() as u64).max(1);
+        let second = at.as_secs() as usize;
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, [0, 0]);
+        }
+        self.per_second[second][usize::from(result.is_err())] += 1;
         match result {
             Ok(()) => self.ok.saturating_record(micros),
             Err(status) => {
@@ -70,9 +83,45 @@ impl Outcome {
         }
     }
 
-    /// Adds `other`'s requests and its measured time to these.
-    fn merge(&mut self, other: &Outcome) {
-        self.elapsed += other.elapsed;
+    /// Adds the requests of `later`, a run made after this one: its time follows this one's.
+    fn merge(&mut self, later: &Outcome) {
+        self.elapsed += later.elapsed;
+        self.per_second.extend_from_slice(&later.per_second);
+        self.add_requests(later);
+    }
+
+    /// Adds the requests of `other`, a run made over the same span as this one.
+    fn beside(&mut self, other: &Outcome) {
+        self.elapsed = self.elapsed.max(other.elapsed);
+        if self.per_second.len() < other.per_second.len() {
+            self.per_second.resize(other.per_second.len(), [0, 0]);
+        }
+        for (mine, theirs) in self.per_second.iter_mut().zip(&other.per_second) {
+            mine[0] += theirs[0];
+            mine[1] += theirs[1];
+        }
+        self.add_requests(other);
+    }
+
+    /// The run took `elapsed`: answers counted after its last whole second are moved into it,
+    /// so that slices of whole seconds keep to their seconds when they follow each other.
+    fn settle(&mut self, elapsed: Duration) {
+        self.elapsed = elapsed;
+        let seconds = (elapsed.as_secs() as usize).max(1);
+        if self.per_second.len() > seconds {
+            let late = self
+                .per_second
+                .split_off(seconds)
+                .into_iter()
+                .fold([0, 0], |a, b| [a[0] + b[0], a[1] + b[1]]);
+            self.per_second[seconds - 1][0] += late[0];
+            self.per_second[seconds - 1][1] += late[1];
+        } else {
+            self.per_second.resize(seconds, [0, 0]);
+        }
+    }
+
+    fn add_requests(&mut self, other: &Outcome) {
         self.ok.add(&other.ok).expect("same histogram bounds");
         self.failed.add(&other.failed).expect("same histogram bounds");
         for (code, n) in &other.errors {
@@ -87,12 +136,9 @@ impl Outcome {
     /// the span the longest of theirs.
     fn side_by_side(parts: Vec<Outcome>) -> Outcome {
         let mut total = Outcome::new();
-        let mut elapsed = Duration::ZERO;
         for part in &parts {
-            elapsed = elapsed.max(part.elapsed);
-            total.merge(part);
+            total.beside(part);
         }
-        total.elapsed = elapsed;
         total
     }
 
@@ -235,7 +281,7 @@ where
                 let result = call(caller, n).await;
                 n += 1;
                 if sent >= measure_from {
-                    outcome.record(sent.elapsed(), result);
+                    outcome.record(measure_from.elapsed(), sent.elapsed(), result);
                 }
             }
             outcome
@@ -243,9 +289,9 @@ where
     }
     let mut total = Outcome::new();
     for task in tasks {
-        total.merge(&task.await.expect("a load task"));
+        total.beside(&task.await.expect("a load task"));
     }
-    total.elapsed = duration;
+    total.settle(duration);
     total
 }
 
@@ -420,12 +466,12 @@ impl Schedule {
             }
             tokio::select! {
                 Some((latency, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    outcome.record(latency, result);
+                    outcome.record(self.start.elapsed(), latency, result);
                 }
                 () = &mut next_send, if sending => {}
             }
         }
-        outcome.elapsed = duration.max(sent_over.unwrap_or_default());
+        outcome.settle(duration.max(sent_over.unwrap_or_default()));
         outcome
     }
 }
@@ -565,6 +611,27 @@ mod tests {
         assert!(unique.lock().unwrap().len() as u64 >= peak.ok.len() + offered.ok.len() + refused as u64);
         assert_eq!(pairs.len(), 2, "one ratio a pair of slices: {pairs:?}");
         assert!(pairs.iter().all(|r| (0.85..=1.1).contains(r)), "pairs {pairs:?}");
+        // Second by second, the two slices of each one after the other: every second served
+        // about 200, and under overload refused about as many again.
+        assert_eq!(peak.per_second.len(), 4, "{:?}", peak.per_second);
+        assert_eq!(offered.per_second.len(), 4, "{:?}", offered.per_second);
+        assert!(
+            peak.per_second.iter().all(|[ok, failed]| (180..=210).contains(ok) && *failed == 0),
+            "{:?}",
+            peak.per_second
+        );
+        assert!(
+            offered
+                .per_second
+                .iter()
+                .all(|[ok, refused]| (170..=210).contains(ok) && (160..=240).contains(refused)),
+            "{:?}",
+            offered.per_second
+        );
+        let sum = |seconds: &[[u64; 2]], i: usize| seconds.iter().map(|s| s[i]).sum::<u64>();
+        assert_eq!(sum(&peak.per_second, 0), peak.ok.len());
+        assert_eq!(sum(&offered.per_second, 0), offered.ok.len());
+        assert_eq!(sum(&offered.per_second, 1), offered.failures());
     }
 
     #[tokio::test(start_paused = true)]

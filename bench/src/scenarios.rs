@@ -781,6 +781,10 @@ async fn overload(
         "slice_ratios".into(),
         json!(pairs.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>()),
     );
+    // Second by second, the slices one after the other: a stretch where the machine slowed
+    // shows in both, one that overload brought on only in the fixed rate's.
+    details.insert("peak_per_second".into(), json!(peak.per_second.iter().map(|s| s[0]).collect::<Vec<_>>()));
+    details.insert("offered_per_second".into(), json!(outcome.per_second));
     details.insert("refused".into(), json!(refused));
     details.insert("refused_p99_ms".into(), json!(refused_p99_ms));
     details.insert("other_errors".into(), json!(other));
