@@ -336,10 +336,12 @@ where
 }
 
 /// Overload measured against the peak it multiplies, in turn, `slices` times: `concurrency`
-/// closed-loop callers for a slice of `run` (after `warmup`, before the first slice only), the
-/// peak; then `factor` times that slice's rate offered at a fixed rate for as long. Each
+/// closed-loop callers for a slice of `run` (after `warmup`, before the first slice only,
+/// measured by nothing), the peak; then `factor` times that slice's rate offered at a fixed rate for as long. Each
 /// fixed-rate slice then follows the peak it is compared with, on a machine whose speed drifts
-/// within minutes. `call(n)` makes the run's n-th request, n unique across slices.
+/// within minutes. `call(n)` makes the run's n-th request, n unique across slices. The CPU time
+/// of the processes `watch` names is taken over each kind of slice.
+#[allow(clippy::too_many_arguments)]
 pub async fn peak_then_fixed_rate<F, Fut>(
     shards: &Shards,
     concurrency: usize,
@@ -347,6 +349,7 @@ pub async fn peak_then_fixed_rate<F, Fut>(
     run: Duration,
     slices: u32,
     factor: f64,
+    watch: &[u32],
     call: F,
 ) -> Overload
 where
@@ -357,14 +360,30 @@ where
     let slice = run / slices;
     let call = Arc::new(call);
     let sequence = Arc::new(AtomicU64::new(0));
-    let mut overload = Overload { peak: Outcome::new(), offered: Outcome::new(), pairs: Vec::new() };
-    for i in 0..slices {
-        let warmup = if i == 0 { warmup } else { Duration::ZERO };
+    let mut overload = Overload {
+        peak: Outcome::new(),
+        offered: Outcome::new(),
+        pairs: Vec::new(),
+        cpu: vec![[0.0; 2]; watch.len()],
+    };
+    let cpu_now =
+        || watch.iter().map(|&pid| crate::rss::cpu_seconds(pid).unwrap_or_default()).collect::<Vec<_>>();
+    if !warmup.is_zero() {
+        // A run of its own, so that the slices' CPU time is of their own requests only.
         let (c, seq) = (call.clone(), sequence.clone());
-        let part = closed_loop(shards, concurrency, warmup, slice, move |_, _| {
+        closed_loop(shards, concurrency, Duration::ZERO, warmup, move |_, _| {
             c(seq.fetch_add(1, Ordering::Relaxed))
         })
         .await;
+    }
+    for _ in 0..slices {
+        let (c, seq) = (call.clone(), sequence.clone());
+        let before = cpu_now();
+        let part = closed_loop(shards, concurrency, Duration::ZERO, slice, move |_, _| {
+            c(seq.fetch_add(1, Ordering::Relaxed))
+        })
+        .await;
+        let between = cpu_now();
         let rate = factor * part.rps();
         overload.peak.merge(&part);
         if rate > 0.0 {
@@ -373,6 +392,10 @@ where
                 fixed_rate(shards, rate, slice, move |_| c(seq.fetch_add(1, Ordering::Relaxed))).await;
             overload.pairs.push(offered.rps() / part.rps());
             overload.offered.merge(&offered);
+        }
+        for (cpu, ((b, m), a)) in overload.cpu.iter_mut().zip(before.iter().zip(&between).zip(cpu_now())) {
+            cpu[0] += m - b;
+            cpu[1] += a - m;
         }
     }
     overload
@@ -387,6 +410,9 @@ pub struct Overload {
     pub offered: Outcome,
     /// Each fixed-rate slice's successes a second over the rate of the peak slice before it.
     pub pairs: Vec<f64>,
+    /// The CPU seconds each watched process used over the peak's slices and over the fixed
+    /// rate's.
+    pub cpu: Vec<[f64; 2]>,
 }
 
 /// `rate` requests a second for `duration`, each sent at its scheduled time whether or not the
@@ -580,13 +606,14 @@ mod tests {
         let permits = Arc::new(tokio::sync::Semaphore::new(2));
         let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
         let unique = seen.clone();
-        let Overload { peak, offered, pairs } = peak_then_fixed_rate(
+        let Overload { peak, offered, pairs, cpu } = peak_then_fixed_rate(
             &Shards::here(),
             2,
             Duration::from_millis(500),
             Duration::from_secs(4),
             2,
             2.0,
+            &[std::process::id(), u32::MAX],
             move |n| {
                 let (permits, seen) = (permits.clone(), seen.clone());
                 async move {
@@ -632,6 +659,11 @@ mod tests {
         assert_eq!(sum(&peak.per_second, 0), peak.ok.len());
         assert_eq!(sum(&offered.per_second, 0), offered.ok.len());
         assert_eq!(sum(&offered.per_second, 1), offered.failures());
+        // This process's CPU over each kind of slice (little: the clock is paused), and none for
+        // a process that is not there.
+        assert_eq!(cpu.len(), 2);
+        assert!(cpu[0].iter().all(|s| (0.0..1.0).contains(s)), "{cpu:?}");
+        assert_eq!(cpu[1], [0.0, 0.0]);
     }
 
     #[tokio::test(start_paused = true)]
