@@ -114,6 +114,11 @@ fn table(report: &Report) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let out = parse_args()?;
+    // h2 and tonic make spans on the generator's hot paths. With no subscriber set, tracing's
+    // `log` feature (on in this workspace) checks each of them against the `log` crate; a
+    // subscriber that wants none turns them off where they are made.
+    tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())
+        .context("setting the bench's tracing subscriber")?;
     let quick = std::env::var("TANDEM_BENCH_QUICK").is_ok_and(|v| v == "1");
     let timing = if quick {
         Timing { warmup: Duration::from_secs(2), run: Duration::from_secs(8) }
