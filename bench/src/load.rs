@@ -97,8 +97,7 @@ impl Outcome {
             self.per_second.resize(other.per_second.len(), [0, 0]);
         }
         for (mine, theirs) in self.per_second.iter_mut().zip(&other.per_second) {
-            mine[0] += theirs[0];
-            mine[1] += theirs[1];
+            add_second(mine, theirs);
         }
         self.add_requests(other);
     }
@@ -109,13 +108,11 @@ impl Outcome {
         self.elapsed = elapsed;
         let seconds = (elapsed.as_secs() as usize).max(1);
         if self.per_second.len() > seconds {
-            let late = self
-                .per_second
-                .split_off(seconds)
-                .into_iter()
-                .fold([0, 0], |a, b| [a[0] + b[0], a[1] + b[1]]);
-            self.per_second[seconds - 1][0] += late[0];
-            self.per_second[seconds - 1][1] += late[1];
+            let late = self.per_second.split_off(seconds);
+            let last = &mut self.per_second[seconds - 1];
+            for second in &late {
+                add_second(last, second);
+            }
         } else {
             self.per_second.resize(seconds, [0, 0]);
         }
@@ -142,6 +139,11 @@ impl Outcome {
         total
     }
 
+    /// The requests answered, successes and failures.
+    pub fn answered(&self) -> u64 {
+        self.ok.len() + self.failures()
+    }
+
     /// Successful requests a second.
     pub fn rps(&self) -> f64 {
         self.ok.len() as f64 / self.elapsed.as_secs_f64()
@@ -164,6 +166,12 @@ impl Outcome {
         let name = format!("{code:?}");
         self.errors.iter().filter(|(c, _)| **c != name).map(|(_, n)| n).sum()
     }
+}
+
+/// Adds one second's successes and failures to another's.
+fn add_second(to: &mut [u64; 2], from: &[u64; 2]) {
+    to[0] += from[0];
+    to[1] += from[1];
 }
 
 /// `code`'s name as [`Code`]'s `Debug` spells it, made once for each of the 17 codes.
@@ -339,8 +347,8 @@ where
 /// closed-loop callers for a slice of `run` (after `warmup`, before the first slice only,
 /// measured by nothing), the peak; then `factor` times that slice's rate offered at a fixed
 /// rate for as long. Each fixed-rate slice then follows the peak it is compared with, on a
-/// machine whose speed drifts within minutes. `call(n)` makes the run's n-th request, n unique across slices. The CPU time
-/// of the processes `watch` names is taken over each kind of slice.
+/// machine whose speed drifts within minutes. `call(n)` makes the run's n-th request, n unique
+/// across slices. The CPU time of the processes `watch` names is taken over each kind of slice.
 #[allow(clippy::too_many_arguments)]
 pub async fn peak_then_fixed_rate<F, Fut>(
     shards: &Shards,
@@ -726,7 +734,7 @@ mod tests {
             },
         )
         .await;
-        let total = outcome.ok.len() + outcome.failures();
+        let total = outcome.answered();
         assert!((190..=202).contains(&total), "{total} requests in the measured second");
         assert_eq!(outcome.failures_other_than(Code::ResourceExhausted), 0);
         assert!((outcome.rps() - 100.0).abs() <= 2.0, "{}", outcome.rps());

@@ -778,7 +778,7 @@ async fn overload(
     let mut details = serde_json::Map::new();
     details.insert("offered_rps".into(), json!(rate));
     // What the generator managed to send: below the offer when it fell behind its schedule.
-    let sent = (outcome.ok.len() + outcome.failures()) as f64 / outcome.elapsed.as_secs_f64();
+    let sent = outcome.answered() as f64 / outcome.elapsed.as_secs_f64();
     details.insert("sent_rps".into(), json!(sent));
     details.insert("goodput_ratio".into(), json!(goodput_ratio));
     details.insert(
@@ -792,7 +792,7 @@ async fn overload(
     // What a request cost the generator and tiers, in CPU µs, at the peak and under overload
     // (served and refused together): refusals are paid for with CPU the served requests and
     // PostgreSQL then go without.
-    let requests = [peak.ok.len() + peak.failures(), outcome.ok.len() + outcome.failures()];
+    let requests = [peak.answered(), outcome.answered()];
     let per_request = |[at_peak, overloaded]: [f64; 2]| {
         let us = |seconds: f64, n: u64| (seconds * 1e6 / n.max(1) as f64 * 10.0).round() / 10.0;
         json!({ "peak": us(at_peak, requests[0]), "overload": us(overloaded, requests[1]) })
