@@ -1,4 +1,13 @@
-//! The connections the gRPC server accepts, and how their bytes are written.
+//! The connections the gRPC server accepts: how they are served, and how their bytes are
+//! written.
+//!
+//! hyper runs each request of an HTTP/2 connection as a task of its own, handed to the
+//! executor it is given. [`InlineFirst`] first polls the request on the connection's own task
+//! and spawns it only when it has to wait. A request answered at once, above all a refusal of
+//! the shed layer under overload, is then answered without a task of its own: no spawn, no
+//! scheduling, and no second worker woken to run a few microseconds of work. A request that
+//! waits (for the database, for another service) goes on as a task, as before, having done
+//! its first steps (decoding, authentication from cache) on the connection's task.
 //!
 //! h2 writes a DATA frame of 256 bytes or more as a separate slice when the socket takes
 //! vectored writes, and then holds every later frame until that slice is written. A unary
@@ -8,35 +17,193 @@
 //! vectored writes, h2 copies frames of up to 1 KiB into its buffer, and the whole answer
 //! leaves in one write; larger messages are still written from their own buffer, not copied.
 //!
-//! Each RPC runs as a task of its own, and its answer wakes the connection's task to write it.
-//! tokio's multi-threaded scheduler runs a task woken by a worker's running task next, ahead
-//! of that worker's queue (its LIFO slot), so the connection wrote each answer before the
-//! streams already due had run: one `send`, and one wake-up and read in the caller, for nearly
-//! every answer under load. The first write after a flush therefore yields once: the
-//! connection's task wakes itself and goes to the back of the queue, the streams ahead of it
-//! queue their answers, and the next poll writes them together. An idle server pays one more
-//! poll of the connection's task a write.
+//! A spawned RPC's answer wakes the connection's task to write it. tokio's multi-threaded
+//! scheduler runs a task woken by a worker's running task next, ahead of that worker's queue
+//! (its LIFO slot), so the connection wrote each answer before the streams already due had
+//! run: one `send`, and one wake-up and read in the caller, for nearly every answer under
+//! load. The first write after a flush therefore yields once: the connection's task wakes
+//! itself and goes to the back of the queue, the streams ahead of it queue their answers, and
+//! the next poll writes them together. An idle server pays one more poll of the connection's
+//! task a write.
 
 use std::{
+    future::Future,
     io,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
+    time::Duration,
 };
 
-use futures::{Stream, TryStreamExt};
+use bytes::Bytes;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
+    sync::watch,
+    task::JoinSet,
 };
-use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tonic::transport::server::TcpConnectInfo;
+use tower::{Service, ServiceExt};
 
-/// An accepted connection, with TCP_NODELAY set.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An executor that polls each future once where it is handed over, and spawns it on the
+/// current tokio runtime only if that poll leaves it waiting.
 ///
-/// TCP_NODELAY on every accepted connection (tonic ignores its own setting for an incoming
-/// stream): without it a response written in several frames waits for the client's delayed
-/// ACK, about 40 ms a call for a client that waits on each answer.
-pub(crate) fn incoming(listener: TcpListener) -> impl Stream<Item = io::Result<Accepted<TcpStream>>> {
-    TcpIncoming::from(listener).with_nodelay(Some(true)).map_ok(Accepted::new)
+/// The first poll has no waker to leave behind (the task that will run the future does not
+/// exist yet), so it is given one that does nothing; the spawned task polls the future again
+/// at once, which registers the task's own waker with whatever the future waits on, as every
+/// poll that returns `Pending` must. Nothing that happens in between is lost: that second poll
+/// looks again.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InlineFirst;
+
+impl<F> hyper::rt::Executor<F> for InlineFirst
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let mut future = Box::pin(future);
+        if future.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+            tokio::spawn(future);
+        }
+    }
+}
+
+/// HTTP/2 as the gRPC server speaks it: keep-alive pings every `keepalive`, no limit on
+/// concurrent streams but the shed layer's (as tonic's server had), no `date` header (a gRPC
+/// client has no use for one), and the [`InlineFirst`] executor.
+pub(crate) fn http2(keepalive: Duration) -> http2::Builder<InlineFirst> {
+    let mut builder = http2::Builder::new(InlineFirst);
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(keepalive)
+        .max_concurrent_streams(None)
+        .auto_date_header(false);
+    builder
+}
+
+/// Serves `service` on every connection `listener` accepts, with TCP_NODELAY, until `stop`
+/// resolves; then closes the listener, asks every connection to finish (GOAWAY: the RPCs in
+/// flight complete, no new ones start) and returns once all have closed. Dropping the future
+/// drops the connections.
+///
+/// TCP_NODELAY, because a response written in several frames would otherwise wait for the
+/// client's delayed ACK, about 40 ms a call for a client that waits on each answer.
+pub(crate) async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    http2: http2::Builder<InlineFirst>,
+    stop: impl Future<Output = ()>,
+) where
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let local_addr = listener.local_addr().ok();
+    let (closing, closing_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote_addr)) => {
+                    if let Err(err) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %err, "setting TCP_NODELAY failed");
+                    }
+                    let info = TcpConnectInfo { local_addr, remote_addr: Some(remote_addr) };
+                    let service = Rpc { inner: service.clone(), info };
+                    connections.spawn(serve_connection(
+                        Accepted::new(tcp),
+                        service,
+                        http2.clone(),
+                        closing_rx.clone(),
+                    ));
+                }
+                Err(err) if is_connection_error(&err) => {
+                    tracing::debug!(error = %err, "a connection failed before it was accepted");
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection until it ends, or until `closing` turns true and the RPCs it has in
+/// flight have finished.
+async fn serve_connection<IO, S, B>(
+    io: IO,
+    service: S,
+    http2: http2::Builder<InlineFirst>,
+    mut closing: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let connection = http2.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = async {
+            // A closed channel (the server gone) is an end as good as any.
+            let _ = closing.wait_for(|closing| *closing).await;
+        } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = ended {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// The gRPC service as hyper calls it on one connection: each request's body as tonic's, and
+/// the connection's addresses in its extensions (the rate limit keys anonymous callers by
+/// theirs).
+#[derive(Clone)]
+struct Rpc<S> {
+    inner: S,
+    info: TcpConnectInfo,
+}
+
+impl<S> hyper::service::Service<http::Request<hyper::body::Incoming>> for Rpc<S>
+where
+    S: Service<http::Request<tonic::body::Body>> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tower::util::Oneshot<S, http::Request<tonic::body::Body>>;
+
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let mut request = request.map(tonic::body::Body::new);
+        request.extensions_mut().insert(self.info.clone());
+        self.inner.clone().oneshot(request)
+    }
 }
 
 /// A connection that offers its writer no vectored writes and yields before the first write
@@ -50,14 +217,6 @@ pub(crate) struct Accepted<T> {
 impl<T> Accepted<T> {
     pub(crate) fn new(io: T) -> Self {
         Self { io, yield_first: true }
-    }
-}
-
-impl Connected for Accepted<TcpStream> {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.io.connect_info()
     }
 }
 
@@ -110,7 +269,7 @@ mod tests {
         renewal_service_server::{RenewalService, RenewalServiceServer},
     };
     use tokio::io::DuplexStream;
-    use tonic::transport::{Endpoint, Server};
+    use tonic::{service::Routes, transport::Endpoint};
 
     use super::*;
 
@@ -133,16 +292,6 @@ mod tests {
     /// The server's end of an in-memory connection, counting its writes, and taking vectored
     /// writes as a TCP socket does.
     struct Counted(DuplexStream, Arc<AtomicUsize>);
-
-    impl Connected for Counted {
-        type ConnectInfo = ();
-        fn connect_info(&self) {}
-    }
-
-    impl Connected for Accepted<Counted> {
-        type ConnectInfo = ();
-        fn connect_info(&self) {}
-    }
 
     impl AsyncRead for Counted {
         fn poll_read(
@@ -190,7 +339,7 @@ mod tests {
     /// connection wrapped by `wrap`.
     async fn writes_for_one_call<IO>(len: usize, wrap: impl FnOnce(Counted) -> IO) -> usize
     where
-        IO: Connected + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         writes_for_calls(len, 1, wrap).await
     }
@@ -199,16 +348,17 @@ mod tests {
     /// a first call that settles the connection; over a connection wrapped by `wrap`.
     async fn writes_for_calls<IO>(len: usize, calls: usize, wrap: impl FnOnce(Counted) -> IO) -> usize
     where
-        IO: Connected + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (client_end, server_end) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicUsize::new(0));
         let io = wrap(Counted(server_end, writes.clone()));
-        tokio::spawn(
-            Server::builder()
-                .add_service(RenewalServiceServer::new(Sized(len)))
-                .serve_with_incoming(futures::stream::iter([Ok::<_, io::Error>(io)])),
-        );
+        let service = Rpc {
+            inner: Routes::new(RenewalServiceServer::new(Sized(len))).prepare(),
+            info: TcpConnectInfo { local_addr: None, remote_addr: None },
+        };
+        let (_closing, closing_rx) = watch::channel(false);
+        tokio::spawn(serve_connection(io, service, http2(Duration::from_secs(30)), closing_rx));
         let mut client_end = Some(client_end);
         let channel = Endpoint::from_static("http://in-memory")
             .connect_with_connector(tower::service_fn(move |_| {
@@ -252,5 +402,87 @@ mod tests {
         // the yield, nearly every answer went out in a write of its own.
         let writes = writes_for_calls(10, 64, Accepted::new).await;
         assert!(writes <= 16, "{writes} writes for 64 answers");
+    }
+
+    #[tokio::test]
+    async fn a_future_ready_at_once_runs_where_it_is_handed_over() {
+        use hyper::rt::Executor;
+        // On a single-threaded runtime a spawned task cannot have run before the next await.
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = ran.clone();
+        InlineFirst.execute(async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_future_that_waits_goes_on_as_a_task_and_misses_no_wake_up() {
+        use hyper::rt::Executor;
+        let wait = |rx: tokio::sync::oneshot::Receiver<u32>| {
+            let (done, finished) = tokio::sync::oneshot::channel();
+            InlineFirst.execute(async move {
+                let _ = done.send(rx.await.expect("a value"));
+            });
+            finished
+        };
+        // Sent before the task's first poll: only the no-op waker of the inline poll saw the wait.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let finished = wait(rx);
+        tx.send(1).unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), finished).await.unwrap().unwrap(), 1);
+        // Sent once the task is waiting with its own waker.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let finished = wait(rx);
+        tokio::task::yield_now().await;
+        tx.send(2).unwrap();
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), finished).await.unwrap().unwrap(), 2);
+    }
+
+    /// Answers after `0`, with the caller's address as the server saw it as the page token.
+    struct Slow(Duration);
+
+    #[tonic::async_trait]
+    impl RenewalService for Slow {
+        async fn list_renewals(
+            &self,
+            request: tonic::Request<ListRenewalsRequest>,
+        ) -> Result<tonic::Response<ListRenewalsResponse>, tonic::Status> {
+            tokio::time::sleep(self.0).await;
+            let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+            Ok(tonic::Response::new(ListRenewalsResponse { next_page_token: peer, ..Default::default() }))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_finishes_the_calls_in_flight_and_takes_no_new_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let routes = Routes::new(RenewalServiceServer::new(Slow(Duration::from_millis(300)))).prepare();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(serve(listener, routes, http2(Duration::from_secs(30)), async {
+            let _ = stopped.await;
+        }));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let client_addr = tcp.local_addr().unwrap();
+        let mut tcp = Some(tcp);
+        let channel = Endpoint::from_static("http://in-flight")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let tcp = tcp.take().expect("one connection");
+                async move { Ok::<_, io::Error>(TokioIo::new(tcp)) }
+            }))
+            .await
+            .unwrap();
+        let call = tokio::spawn(async move {
+            RenewalServiceClient::new(channel).list_renewals(ListRenewalsRequest::default()).await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        // The call in flight is answered, with the address the connection came from.
+        let answer = call.await.unwrap().expect("the call in flight is answered");
+        assert_eq!(answer.into_inner().next_page_token, client_addr.to_string());
+        // The server returns once its last connection has closed, and the port takes no more.
+        tokio::time::timeout(Duration::from_secs(5), serving).await.expect("serve returns").unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed");
     }
 }

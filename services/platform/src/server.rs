@@ -237,27 +237,22 @@ impl Server {
         };
         let mut stopping = stopping_rx;
         tracing::info!(%addr, "serving");
-        let serve = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .layer(layers)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(accept::incoming(listener), shutdown);
-        tokio::pin!(serve);
-        let result = tokio::select! {
-            r = &mut serve => r.map_err(anyhow::Error::from),
+        let service = layers.service(routes.prepare());
+        let serve = accept::serve(listener, service, accept::http2(Duration::from_secs(30)), shutdown);
+        tokio::select! {
+            () = serve => {}
             () = async {
                 let _ = stopping.wait_for(|s| *s).await;
                 tokio::time::sleep(options.shutdown_grace).await;
             } => {
                 tracing::warn!("grace period over; dropping the requests still in flight");
-                Ok(())
             }
-        };
+        }
         readiness.abort();
         if let Some(admin) = admin {
             admin.abort();
         }
-        result
+        Ok(())
     }
 }
 

@@ -225,10 +225,20 @@ async fn probes_follow_health_and_shutdown_and_streams_are_measured() {
     assert_eq!(wait_for_status(admin, "/readyz", 200).await, "ready\n");
     assert_eq!(check(health.clone()).await, ServingStatus::Serving);
 
-    // A stream in flight keeps the server draining after shutdown begins: alive, not ready.
+    // A stream the client abandons counts once, as CANCELLED, when its end reaches the server.
     let cancelled =
         "rpc_server_requests_total{code=\"CANCELLED\",method=\"Watch\",service=\"grpc.health.v1.Health\"}";
-    let before = sample(&metrics::render_prometheus().unwrap(), cancelled);
+    let count = || sample(&metrics::render_prometheus().unwrap(), cancelled);
+    let before = count();
+    let mut abandoned =
+        health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(abandoned.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count(), before, "not before it ends");
+    drop(abandoned);
+    wait_for_count(count, before + 1.0).await;
+
+    // A stream in flight keeps the server draining after shutdown begins: alive, not ready.
     let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
     shutdown.begin();
@@ -236,20 +246,24 @@ async fn probes_follow_health_and_shutdown_and_streams_are_measured() {
     assert_eq!(get(admin, "/livez").await.unwrap().0, 200, "alive while draining");
     assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::NotServing);
 
-    // The grace period ends the server, and the admin server with it.
+    // The grace period ends the server, the admin server and the streams still open with it;
+    // the one cut short counts once, as CANCELLED.
     tokio::time::timeout(Duration::from_secs(10), serving).await.unwrap().unwrap().unwrap();
     assert!(get(admin, "/livez").await.is_err(), "the admin server stops with the server");
+    let cut = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.expect("the stream ends");
+    assert!(cut.is_err(), "a stream cut at shutdown ends in an error, not cleanly: {cut:?}");
+    wait_for_count(count, before + 2.0).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count() - before, 2.0);
+}
 
-    // A stream the client abandons counts once, as CANCELLED, when its end reaches the server.
-    assert_eq!(sample(&metrics::render_prometheus().unwrap(), cancelled), before, "not before it ends");
-    drop(watch);
+/// Waits up to 5 s for `count` to reach `want`.
+async fn wait_for_count(count: impl Fn() -> f64, want: f64) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while sample(&metrics::render_prometheus().unwrap(), cancelled) == before {
-        assert!(Instant::now() < deadline, "the abandoned stream was never counted");
+    while count() < want {
+        assert!(Instant::now() < deadline, "the count stayed {}, not {want}", count());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(sample(&metrics::render_prometheus().unwrap(), cancelled) - before, 1.0);
 }
 
 /// A watched database reports its pool (idle, in use, the most it opens) and its outbox
