@@ -143,6 +143,20 @@ fn shards() -> &'static load::Shards {
     })
 }
 
+/// One event loop, started on first use: overload's generator.
+///
+/// Overload measures what tiers keeps serving while it refuses, and every microsecond the
+/// generator spends sending and reading refusals is taken from tiers and PostgreSQL on the
+/// cores they share. A single loop is the cheaper sender: each wake-up sends and reads more
+/// requests at once, and no second generator thread contends for the cores. It keeps to the
+/// schedule at overload's rates (the scenario checks that it sent what it offered); the
+/// scenarios that need more than one core's worth of sending (check_permission's health
+/// baseline) keep one loop a core.
+fn one_shard() -> &'static load::Shards {
+    static SHARD: std::sync::OnceLock<load::Shards> = std::sync::OnceLock::new();
+    SHARD.get_or_init(|| load::Shards::start(1).expect("the load generator's thread"))
+}
+
 /// What the setup made: the staff's and a partner's `authorization` values, the partner's team
 /// enrolled in a program with tiers, and a commission plan.
 struct World {
@@ -754,7 +768,7 @@ async fn overload(
     // pool's 16, as tier_status compares with pgbench) the service is not saturated, serves
     // more once overload keeps its limit full than the "peak" did, and the ratio flatters it.
     let load::Overload { peak, offered: outcome, pairs, cpu } = load::peak_then_fixed_rate(
-        shards(),
+        one_shard(),
         MAX_CONCURRENT,
         timing.warmup,
         timing.run,
@@ -823,8 +837,9 @@ async fn overload(
             rps: peak_rps,
         },
         ratio: goodput_ratio,
-        target: "goodput >= 90% of peak, excess RESOURCE_EXHAUSTED, RSS flat".into(),
-        met: goodput_ratio >= 0.9 && other == 0 && after - before < 16.0,
+        target: "goodput >= 90% of peak at 2x sent, excess RESOURCE_EXHAUSTED, RSS flat".into(),
+        // A generator that fell behind its schedule did not overload the service as offered.
+        met: goodput_ratio >= 0.9 && sent >= 0.98 * rate && other == 0 && after - before < 16.0,
         details,
     })
 }
