@@ -7,7 +7,10 @@
 //! the shed layer under overload, is then answered without a task of its own: no spawn, no
 //! scheduling, and no second worker woken to run a few microseconds of work. A request that
 //! waits (for the database, for another service) goes on as a task, as before, having done
-//! its first steps (decoding, authentication from cache) on the connection's task.
+//! its first steps (decoding, authentication from cache) on the connection's task. Those
+//! first steps of one connection's requests thus run one after another: a client that sends
+//! everything over a single connection has them on one core, the rest of each request on
+//! any.
 //!
 //! h2 writes a DATA frame of 256 bytes or more as a separate slice when the socket takes
 //! vectored writes, and then holds every later frame until that slice is written. A unary
@@ -56,6 +59,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// at once, which registers the task's own waker with whatever the future waits on, as every
 /// poll that returns `Pending` must. Nothing that happens in between is lost: that second poll
 /// looks again.
+///
+/// A future that panics in that first poll is dropped there, as tokio drops a task that
+/// panics: the panic ends that one request (its stream is reset), not the connection whose
+/// task it ran on.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct InlineFirst;
 
@@ -65,7 +72,10 @@ where
 {
     fn execute(&self, future: F) {
         let mut future = Box::pin(future);
-        if future.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        }));
+        if matches!(first, Ok(Poll::Pending)) {
             tokio::spawn(future);
         }
     }
@@ -414,6 +424,24 @@ mod tests {
             counted.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_future_that_panics_at_once_is_dropped_without_taking_the_caller_with_it() {
+        use hyper::rt::Executor;
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct CountsDrop(Arc<AtomicUsize>);
+        impl Drop for CountsDrop {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let guard = CountsDrop(dropped.clone());
+        InlineFirst.execute(async move {
+            let _guard = guard;
+            panic!("a handler's bug");
+        });
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the future is dropped");
     }
 
     #[tokio::test]
