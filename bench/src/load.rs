@@ -161,10 +161,14 @@ impl Outcome {
         self.errors.values().sum()
     }
 
+    /// Failures with `code`.
+    pub fn failures_with(&self, code: Code) -> u64 {
+        self.errors.get(code_name(code)).copied().unwrap_or_default()
+    }
+
     /// Failures with another code than `code`.
     pub fn failures_other_than(&self, code: Code) -> u64 {
-        let name = format!("{code:?}");
-        self.errors.iter().filter(|(c, _)| **c != name).map(|(_, n)| n).sum()
+        self.failures() - self.failures_with(code)
     }
 }
 
@@ -737,6 +741,8 @@ mod tests {
         let total = outcome.answered();
         assert!((190..=202).contains(&total), "{total} requests in the measured second");
         assert_eq!(outcome.failures_other_than(Code::ResourceExhausted), 0);
+        assert_eq!(outcome.failures_with(Code::ResourceExhausted), outcome.failures());
+        assert_eq!(outcome.failures_with(Code::Unavailable), 0);
         assert!((outcome.rps() - 100.0).abs() <= 2.0, "{}", outcome.rps());
     }
 }

@@ -786,7 +786,7 @@ async fn overload(
     let rate = 2.0 * peak_rps;
     let after = rss::rss_mib(tiers_pid).unwrap_or_default();
     let goodput_ratio = outcome.rps() / peak_rps;
-    let refused = outcome.errors.get(&format!("{:?}", Code::ResourceExhausted)).copied().unwrap_or_default();
+    let refused = outcome.failures_with(Code::ResourceExhausted);
     let other = outcome.failures_other_than(Code::ResourceExhausted);
     let refused_p99_ms = outcome.failed.value_at_quantile(0.99) as f64 / 1000.0;
     let mut details = serde_json::Map::new();

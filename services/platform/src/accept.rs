@@ -2,15 +2,19 @@
 //! written.
 //!
 //! hyper runs each request of an HTTP/2 connection as a task of its own, handed to the
-//! executor it is given. [`InlineFirst`] first polls the request on the connection's own task
-//! and spawns it only when it has to wait. A request answered at once, above all a refusal of
-//! the shed layer under overload, is then answered without a task of its own: no spawn, no
-//! scheduling, and no second worker woken to run a few microseconds of work. A request that
-//! waits (for the database, for another service) goes on as a task, as before, having done
-//! its first steps (decoding, authentication from cache) on the connection's task. Those
-//! first steps of one connection's requests thus run one after another: a client that sends
-//! everything over a single connection has them on one core, the rest of each request on
-//! any.
+//! executor it is given. [`InlineFirst`] keeps the requests hyper hands over during one turn
+//! of the connection (one poll, which reads every frame that has arrived), and at the end of
+//! the turn polls each once on the connection's own task, spawning only those that have to
+//! wait. A request answered at once, above all a refusal of the shed layer under overload, is
+//! then answered without a task of its own: no spawn, no scheduling, and no second worker
+//! woken to run a few microseconds of work; its answer leaves with the turn's others in the
+//! connection's next write. Polled at the end of the turn rather than when hyper hands it
+//! over, a request finds its message already read (its DATA frame follows its HEADERS), so
+//! a unary call that needs nothing else is answered whole. A request that waits (for the
+//! database, for another service) goes on as a task, as before, having done its first steps
+//! (decoding, authentication from cache) on the connection's task. Those first steps of one
+//! connection's requests thus run one after another: a client that sends everything over a
+//! single connection has them on one core, the rest of each request on any.
 //!
 //! h2 writes a DATA frame of 256 bytes or more as a separate slice when the socket takes
 //! vectored writes, and then holds every later frame until that slice is written. A unary
@@ -33,6 +37,7 @@ use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -51,41 +56,56 @@ use tower::{Service, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// An executor that polls each future once where it is handed over, and spawns it on the
-/// current tokio runtime only if that poll leaves it waiting.
-///
-/// The first poll has no waker to leave behind (the task that will run the future does not
-/// exist yet), so it is given one that does nothing; the spawned task polls the future again
-/// at once, which registers the task's own waker with whatever the future waits on, as every
-/// poll that returns `Pending` must. Nothing that happens in between is lost: that second poll
-/// looks again.
-///
-/// A future that panics in that first poll is dropped there, as tokio drops a task that
-/// panics: the panic ends that one request (its stream is reset), not the connection whose
-/// task it ran on.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct InlineFirst;
+type Handed = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One connection's executor: it keeps what hyper hands it until [`InlineFirst::run_handed_over`],
+/// which the connection's task calls at the end of each of its turns.
+#[derive(Clone, Default)]
+struct InlineFirst {
+    handed_over: Arc<Mutex<Vec<Handed>>>,
+}
 
 impl<F> hyper::rt::Executor<F> for InlineFirst
 where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, future: F) {
-        let mut future = Box::pin(future);
-        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-        }));
-        if matches!(first, Ok(Poll::Pending)) {
-            tokio::spawn(future);
+        self.handed_over.lock().unwrap_or_else(PoisonError::into_inner).push(Box::pin(future));
+    }
+}
+
+impl InlineFirst {
+    /// Polls each future handed over since the last call once, here, and spawns on the
+    /// current tokio runtime those that wait.
+    ///
+    /// That first poll has no waker to leave behind (the task that will run the future does
+    /// not exist yet), so it is given one that does nothing; the spawned task polls the future
+    /// again at once, which registers the task's own waker with whatever the future waits on,
+    /// as every poll that returns `Pending` must. Nothing that happens in between is lost: that
+    /// second poll looks again.
+    ///
+    /// A future that panics in its first poll is dropped here, as tokio drops a task that
+    /// panics: the panic ends that one request (its stream is reset), not the connection
+    /// whose task it ran on.
+    fn run_handed_over(&self) {
+        let handed_over =
+            std::mem::take(&mut *self.handed_over.lock().unwrap_or_else(PoisonError::into_inner));
+        for mut future in handed_over {
+            let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+            }));
+            if matches!(first, Ok(Poll::Pending)) {
+                tokio::spawn(future);
+            }
         }
     }
 }
 
 /// HTTP/2 as the gRPC server speaks it: keep-alive pings every `keepalive`, no limit on
 /// concurrent streams but the shed layer's (as tonic's server had), no `date` header (a gRPC
-/// client has no use for one), and the [`InlineFirst`] executor.
-pub(crate) fn http2(keepalive: Duration) -> http2::Builder<InlineFirst> {
-    let mut builder = http2::Builder::new(InlineFirst);
+/// client has no use for one), and `executor` for its requests.
+fn http2(keepalive: Duration, executor: InlineFirst) -> http2::Builder<InlineFirst> {
+    let mut builder = http2::Builder::new(executor);
     builder
         .timer(TokioTimer::new())
         .keep_alive_interval(keepalive)
@@ -104,7 +124,7 @@ pub(crate) fn http2(keepalive: Duration) -> http2::Builder<InlineFirst> {
 pub(crate) async fn serve<S, B>(
     listener: TcpListener,
     service: S,
-    http2: http2::Builder<InlineFirst>,
+    keepalive: Duration,
     stop: impl Future<Output = ()>,
 ) where
     S: Service<http::Request<tonic::body::Body>, Response = http::Response<B>> + Clone + Send + 'static,
@@ -130,7 +150,7 @@ pub(crate) async fn serve<S, B>(
                     connections.spawn(serve_connection(
                         Accepted::new(tcp),
                         service,
-                        http2.clone(),
+                        keepalive,
                         closing_rx.clone(),
                     ));
                 }
@@ -163,7 +183,7 @@ fn is_connection_error(err: &io::Error) -> bool {
 async fn serve_connection<IO, S, B>(
     io: IO,
     service: S,
-    http2: http2::Builder<InlineFirst>,
+    keepalive: Duration,
     mut closing: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -175,18 +195,24 @@ async fn serve_connection<IO, S, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let connection = http2.serve_connection(TokioIo::new(io), service);
+    let executor = InlineFirst::default();
+    let connection = http2(keepalive, executor.clone()).serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
-        () = async {
-            // A closed channel (the server gone) is an end as good as any.
-            let _ = closing.wait_for(|closing| *closing).await;
-        } => {
+    // A closed channel (the server gone) is an end as good as any.
+    let closed = closing.wait_for(|closing| *closing);
+    tokio::pin!(closed);
+    let mut shutting_down = false;
+    let ended = std::future::poll_fn(|cx| {
+        if !shutting_down && closed.as_mut().poll(cx).is_ready() {
+            shutting_down = true;
             connection.as_mut().graceful_shutdown();
-            connection.await
         }
-    };
+        let turn = connection.as_mut().poll(cx);
+        // The answers these queue wake this task, whose next turn writes them.
+        executor.run_handed_over();
+        turn
+    })
+    .await;
     if let Err(err) = ended {
         tracing::debug!(error = %err, "connection ended with an error");
     }
@@ -368,7 +394,7 @@ mod tests {
             info: TcpConnectInfo { local_addr: None, remote_addr: None },
         };
         let (_closing, closing_rx) = watch::channel(false);
-        tokio::spawn(serve_connection(io, service, http2(Duration::from_secs(30)), closing_rx));
+        tokio::spawn(serve_connection(io, service, Duration::from_secs(30), closing_rx));
         let mut client_end = Some(client_end);
         let channel = Endpoint::from_static("http://in-memory")
             .connect_with_connector(tower::service_fn(move |_| {
@@ -415,15 +441,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_future_ready_at_once_runs_where_it_is_handed_over() {
+    async fn a_future_ready_at_once_runs_at_the_end_of_the_turn_where_it_was_handed_over() {
         use hyper::rt::Executor;
         // On a single-threaded runtime a spawned task cannot have run before the next await.
+        let executor = InlineFirst::default();
         let ran = Arc::new(AtomicUsize::new(0));
         let counted = ran.clone();
-        InlineFirst.execute(async move {
+        executor.execute(async move {
             counted.fetch_add(1, Ordering::SeqCst);
         });
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "kept until the turn ends");
+        executor.run_handed_over();
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+        executor.run_handed_over();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "polled once");
     }
 
     #[tokio::test]
@@ -437,21 +468,25 @@ mod tests {
             }
         }
         let guard = CountsDrop(dropped.clone());
-        InlineFirst.execute(async move {
+        let executor = InlineFirst::default();
+        executor.execute(async move {
             let _guard = guard;
             panic!("a handler's bug");
         });
+        executor.run_handed_over();
         assert_eq!(dropped.load(Ordering::SeqCst), 1, "the future is dropped");
     }
 
     #[tokio::test]
     async fn a_future_that_waits_goes_on_as_a_task_and_misses_no_wake_up() {
         use hyper::rt::Executor;
+        let executor = InlineFirst::default();
         let wait = |rx: tokio::sync::oneshot::Receiver<u32>| {
             let (done, finished) = tokio::sync::oneshot::channel();
-            InlineFirst.execute(async move {
+            executor.execute(async move {
                 let _ = done.send(rx.await.expect("a value"));
             });
+            executor.run_handed_over();
             finished
         };
         // Sent before the task's first poll: only the no-op waker of the inline poll saw the wait.
@@ -488,7 +523,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let routes = Routes::new(RenewalServiceServer::new(Slow(Duration::from_millis(300)))).prepare();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(serve(listener, routes, http2(Duration::from_secs(30)), async {
+        let serving = tokio::spawn(serve(listener, routes, Duration::from_secs(30), async {
             let _ = stopped.await;
         }));
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -238,7 +238,8 @@ impl Server {
         let mut stopping = stopping_rx;
         tracing::info!(%addr, "serving");
         let service = layers.service(routes.prepare());
-        let serve = accept::serve(listener, service, accept::http2(Duration::from_secs(30)), shutdown);
+        // HTTP/2 keep-alive pings every 30 s, as tonic's server sent them.
+        let serve = accept::serve(listener, service, Duration::from_secs(30), shutdown);
         tokio::select! {
             () = serve => {}
             () = async {
