@@ -87,10 +87,12 @@ impl InlineFirst {
     /// A future that panics in its first poll is dropped here, as tokio drops a task that
     /// panics: the panic ends that one request (its stream is reset), not the connection
     /// whose task it ran on.
-    fn run_handed_over(&self) {
-        let handed_over =
-            std::mem::take(&mut *self.handed_over.lock().unwrap_or_else(PoisonError::into_inner));
-        for mut future in handed_over {
+    ///
+    /// `running` is the caller's buffer, empty, swapped with the kept list so that neither
+    /// allocates again turn after turn.
+    fn run_handed_over(&self, running: &mut Vec<Handed>) {
+        std::mem::swap(running, &mut *self.handed_over.lock().unwrap_or_else(PoisonError::into_inner));
+        for mut future in running.drain(..) {
             let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
             }));
@@ -202,6 +204,7 @@ async fn serve_connection<IO, S, B>(
     let closed = closing.wait_for(|closing| *closing);
     tokio::pin!(closed);
     let mut shutting_down = false;
+    let mut running = Vec::new();
     let ended = std::future::poll_fn(|cx| {
         if !shutting_down && closed.as_mut().poll(cx).is_ready() {
             shutting_down = true;
@@ -209,7 +212,7 @@ async fn serve_connection<IO, S, B>(
         }
         let turn = connection.as_mut().poll(cx);
         // The answers these queue wake this task, whose next turn writes them.
-        executor.run_handed_over();
+        executor.run_handed_over(&mut running);
         turn
     })
     .await;
@@ -305,7 +308,10 @@ mod tests {
         renewal_service_server::{RenewalService, RenewalServiceServer},
     };
     use tokio::io::DuplexStream;
-    use tonic::{service::Routes, transport::Endpoint};
+    use tonic::{
+        service::Routes,
+        transport::{Channel, Endpoint},
+    };
 
     use super::*;
 
@@ -371,6 +377,21 @@ mod tests {
         }
     }
 
+    /// A client channel over `io`, a connection already made.
+    async fn channel_over<IO>(io: IO) -> Channel
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut io = Some(io);
+        Endpoint::from_static("http://connected")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let io = io.take().expect("one connection");
+                async move { Ok::<_, io::Error>(TokioIo::new(io)) }
+            }))
+            .await
+            .expect("connect")
+    }
+
     /// The server's writes for the second of two calls answered with `len` bytes, over a
     /// connection wrapped by `wrap`.
     async fn writes_for_one_call<IO>(len: usize, wrap: impl FnOnce(Counted) -> IO) -> usize
@@ -395,15 +416,7 @@ mod tests {
         };
         let (_closing, closing_rx) = watch::channel(false);
         tokio::spawn(serve_connection(io, service, Duration::from_secs(30), closing_rx));
-        let mut client_end = Some(client_end);
-        let channel = Endpoint::from_static("http://in-memory")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let io = client_end.take().expect("one connection");
-                async move { Ok::<_, io::Error>(TokioIo::new(io)) }
-            }))
-            .await
-            .expect("connect");
-        let client = RenewalServiceClient::new(channel);
+        let client = RenewalServiceClient::new(channel_over(client_end).await);
         let call = || ListRenewalsRequest { team_id: "t".into(), ..Default::default() };
         // The first call also settles the connection (SETTINGS and their acknowledgements).
         client.clone().list_renewals(call()).await.expect("first call");
@@ -451,9 +464,9 @@ mod tests {
             counted.fetch_add(1, Ordering::SeqCst);
         });
         assert_eq!(ran.load(Ordering::SeqCst), 0, "kept until the turn ends");
-        executor.run_handed_over();
+        executor.run_handed_over(&mut Vec::new());
         assert_eq!(ran.load(Ordering::SeqCst), 1);
-        executor.run_handed_over();
+        executor.run_handed_over(&mut Vec::new());
         assert_eq!(ran.load(Ordering::SeqCst), 1, "polled once");
     }
 
@@ -473,7 +486,7 @@ mod tests {
             let _guard = guard;
             panic!("a handler's bug");
         });
-        executor.run_handed_over();
+        executor.run_handed_over(&mut Vec::new());
         assert_eq!(dropped.load(Ordering::SeqCst), 1, "the future is dropped");
     }
 
@@ -486,7 +499,7 @@ mod tests {
             executor.execute(async move {
                 let _ = done.send(rx.await.expect("a value"));
             });
-            executor.run_handed_over();
+            executor.run_handed_over(&mut Vec::new());
             finished
         };
         // Sent before the task's first poll: only the no-op waker of the inline poll saw the wait.
@@ -502,7 +515,7 @@ mod tests {
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), finished).await.unwrap().unwrap(), 2);
     }
 
-    /// Answers after `0`, with the caller's address as the server saw it as the page token.
+    /// Answers after its delay, with the caller's address as the server saw it as the page token.
     struct Slow(Duration);
 
     #[tonic::async_trait]
@@ -528,14 +541,7 @@ mod tests {
         }));
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let client_addr = tcp.local_addr().unwrap();
-        let mut tcp = Some(tcp);
-        let channel = Endpoint::from_static("http://in-flight")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let tcp = tcp.take().expect("one connection");
-                async move { Ok::<_, io::Error>(TokioIo::new(tcp)) }
-            }))
-            .await
-            .unwrap();
+        let channel = channel_over(tcp).await;
         let call = tokio::spawn(async move {
             RenewalServiceClient::new(channel).list_renewals(ListRenewalsRequest::default()).await
         });
