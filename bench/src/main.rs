@@ -28,6 +28,14 @@ impl Timing {
     pub fn slices(&self) -> u32 {
         (self.run.as_secs() / 10).max(2) as u32
     }
+
+    /// The slices overload's run is cut into, alternating with its peak's: about two seconds
+    /// each, and at least two. Nothing but the two kinds of load runs in between, so the
+    /// slices can be short, and the shorter they are the closer in time each pair is: this
+    /// machine's speed swings by half from one second to the next.
+    pub fn overload_slices(&self) -> u32 {
+        (self.run.as_secs() / 2).max(2) as u32
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,4 +142,21 @@ async fn main() -> anyhow::Result<()> {
         println!("\nwrote {}", out.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_alternates_in_slices_of_about_two_seconds_and_the_rest_of_about_ten() {
+        let timing = |run| Timing { warmup: Duration::from_secs(5), run: Duration::from_secs(run) };
+        // A full run: fifteen pairs for overload, three for the scenarios with a pgbench baseline.
+        assert_eq!(timing(30).overload_slices(), 15);
+        assert_eq!(timing(30).slices(), 3);
+        // A quick run, and one too short to cut: at least two pairs either way.
+        assert_eq!(timing(8).overload_slices(), 4);
+        assert_eq!(timing(8).slices(), 2);
+        assert_eq!(timing(1).overload_slices(), 2);
+    }
 }

@@ -772,7 +772,7 @@ async fn overload(
         MAX_CONCURRENT,
         timing.warmup,
         timing.run,
-        timing.slices(),
+        timing.overload_slices(),
         2.0,
         &[std::process::id(), tiers_pid],
         move |_| {
