@@ -92,8 +92,8 @@ pub struct Shed {
     permits: Arc<Semaphore>,
     /// The refusal's headers (status, message and details, encoded), built once: under
     /// overload most requests get it, and what a refusal costs is taken from the requests
-    /// being served.
-    refusal: http::HeaderMap,
+    /// being served. Shared, because the layers' services are cloned for every request.
+    refusal: Arc<http::HeaderMap>,
 }
 
 pub fn shed(max: usize) -> AroundLayer<Shed> {
@@ -101,7 +101,7 @@ pub fn shed(max: usize) -> AroundLayer<Shed> {
         ApiError::ResourceExhausted("server is at capacity; retry with backoff".into()).into();
     AroundLayer(Shed {
         permits: Arc::new(Semaphore::new(max.max(1))),
-        refusal: reply::<()>(refusal).into_parts().0.headers,
+        refusal: Arc::new(reply::<()>(refusal).into_parts().0.headers),
     })
 }
 
@@ -114,7 +114,7 @@ impl Around for Shed {
         R: Default + 'static,
     {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            let headers = self.refusal.clone();
+            let headers = http::HeaderMap::clone(&self.refusal);
             return Box::pin(async move {
                 let mut refusal = Response::new(R::default());
                 *refusal.headers_mut() = headers;
