@@ -15,7 +15,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use h2::{RecvStream, client::SendRequest};
 use http::uri::{Authority, Scheme, Uri};
 use http_body::{Body, Frame};
@@ -77,11 +77,12 @@ impl H2Channel {
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<ResponseBody>, BoxError> {
         let (mut parts, mut body) = request.into_parts();
-        // A unary call's message is encoded when first polled: one frame, ready at once.
-        let mut data = BytesMut::new();
+        // A unary call's message is encoded when first polled: one frame, ready at once, sent
+        // as it is; only a body of several frames is copied into one.
+        let mut data = Bytes::new();
         while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             if let Ok(chunk) = frame?.into_data() {
-                data.extend_from_slice(&chunk);
+                data = if data.is_empty() { chunk } else { [&data[..], &chunk[..]].concat().into() };
             }
         }
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
@@ -98,7 +99,7 @@ impl H2Channel {
         if !data.is_empty() {
             // Queued behind the HEADERS without waiting for send capacity: h2 buffers it and
             // writes it in the same turn of the connection that opens the stream.
-            stream.send_data(data.freeze(), true)?;
+            stream.send_data(data, true)?;
         }
         Ok(response.await?.map(|recv| ResponseBody { recv, data_done: false, done: false }))
     }
