@@ -352,7 +352,7 @@ where
 /// measured by nothing), the peak; then `factor` times that slice's rate offered at a fixed
 /// rate for as long. Each fixed-rate slice then follows the peak it is compared with, on a
 /// machine whose speed drifts within minutes. `call(n)` makes the run's n-th request, n unique
-/// across slices. The CPU time of the processes `watch` names is taken over each kind of slice.
+/// across slices. The CPU time of what `watch` names is taken over each kind of slice.
 #[allow(clippy::too_many_arguments)]
 pub async fn peak_then_fixed_rate<F, Fut>(
     shards: &Shards,
@@ -361,7 +361,7 @@ pub async fn peak_then_fixed_rate<F, Fut>(
     run: Duration,
     slices: u32,
     factor: f64,
-    watch: &[u32],
+    watch: &[crate::rss::CpuOf],
     call: F,
 ) -> Overload
 where
@@ -378,8 +378,7 @@ where
         pairs: Vec::new(),
         cpu: vec![[0.0; 2]; watch.len()],
     };
-    let cpu_now =
-        || watch.iter().map(|&pid| crate::rss::cpu_seconds(pid).unwrap_or_default()).collect::<Vec<_>>();
+    let cpu_now = || watch.iter().map(|of| of.seconds().unwrap_or_default()).collect::<Vec<_>>();
     if !warmup.is_zero() {
         // A run of its own, so that the slices' CPU time is of their own requests only.
         let (c, seq) = (call.clone(), sequence.clone());
@@ -422,8 +421,7 @@ pub struct Overload {
     pub offered: Outcome,
     /// Each fixed-rate slice's successes a second over the rate of the peak slice before it.
     pub pairs: Vec<f64>,
-    /// The CPU seconds each watched process used over the peak's slices and over the fixed
-    /// rate's.
+    /// The CPU seconds each of `watch` used over the peak's slices and over the fixed rate's.
     pub cpu: Vec<[f64; 2]>,
 }
 
@@ -517,6 +515,8 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use std::{collections::HashMap, sync::Mutex};
+
+    use crate::rss::CpuOf;
 
     use super::*;
 
@@ -625,7 +625,7 @@ mod tests {
             Duration::from_secs(4),
             2,
             2.0,
-            &[std::process::id(), u32::MAX],
+            &[CpuOf::Process(std::process::id()), CpuOf::Process(u32::MAX)],
             move |n| {
                 let (permits, seen) = (permits.clone(), seen.clone());
                 async move {

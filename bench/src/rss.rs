@@ -27,6 +27,50 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Whose CPU time overload follows: a process, PostgreSQL (every process of that name: its
+/// backends, each serving a connection, come and go with the pools), or the machine's time in
+/// interrupts or idle (from /proc/stat: both are time no process is charged with).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CpuOf {
+    Process(u32),
+    Postgres,
+    Interrupts,
+    Idle,
+}
+
+impl CpuOf {
+    /// The seconds used so far; `None` when they cannot be read (a process that has gone).
+    pub fn seconds(self) -> Option<f64> {
+        match self {
+            CpuOf::Process(pid) => cpu_seconds(pid),
+            CpuOf::Postgres => Some(processes_named("postgres").into_iter().filter_map(cpu_seconds).sum()),
+            // The `cpu` line: user nice system idle iowait irq softirq steal …, in ticks.
+            CpuOf::Interrupts => machine_ticks(&[5, 6]),
+            CpuOf::Idle => machine_ticks(&[3, 4]),
+        }
+    }
+}
+
+/// The ids of the processes whose command is `name`.
+fn processes_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .collect()
+}
+
+/// The sum of the `cpu` line's fields at `fields` (counted from 0 after the label), in seconds.
+fn machine_ticks(fields: &[usize]) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> =
+        stat.lines().next()?.split_whitespace().skip(1).map(|v| v.parse().unwrap_or_default()).collect();
+    Some(fields.iter().map(|&f| ticks.get(f).copied().unwrap_or_default()).sum::<f64>() / 100.0)
+}
+
 /// The highest RSS seen of each named process since it started sampling.
 #[derive(Clone, Default)]
 pub struct Peaks(Arc<Mutex<HashMap<String, f64>>>);
@@ -85,5 +129,27 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let most = started.elapsed().as_secs_f64() * cores + 0.02;
         assert!(spent <= most, "{spent} s of CPU in {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn finds_processes_by_command_and_reads_the_machines_time() {
+        use std::time::{Duration, Instant};
+        let me = std::process::id();
+        let command = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(super::processes_named(command.trim_end()).contains(&me), "{command:?}");
+        assert!(super::processes_named("no-such-command-here").is_empty());
+        // The machine's idle and interrupt time: read, never going back, and never more than
+        // every core could have spent between two readings.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        for of in [super::CpuOf::Idle, super::CpuOf::Interrupts] {
+            let started = Instant::now();
+            let before = of.seconds().expect("/proc/stat");
+            std::thread::sleep(Duration::from_millis(200));
+            let grew = of.seconds().unwrap() - before;
+            let most = started.elapsed().as_secs_f64() * cores + 0.02;
+            assert!((0.0..=most).contains(&grew), "{of:?}: {grew} s in {:?}", started.elapsed());
+        }
+        let own = super::CpuOf::Process(me).seconds().unwrap();
+        assert!(own > 0.0 && own <= super::cpu_seconds(me).unwrap(), "{own}");
     }
 }

@@ -39,7 +39,7 @@ use crate::{
     h2c::H2Channel,
     load::{self, Outcome},
     pgbench::Pgbench,
-    rss::{self, Peaks},
+    rss::{self, CpuOf, Peaks},
 };
 
 /// Callers of the closed-loop runs of the in-memory path, and of the database-bound ones (the
@@ -774,7 +774,13 @@ async fn overload(
         timing.run,
         timing.overload_slices(),
         2.0,
-        &[std::process::id(), tiers_pid],
+        &[
+            CpuOf::Process(std::process::id()),
+            CpuOf::Process(tiers_pid),
+            CpuOf::Postgres,
+            CpuOf::Interrupts,
+            CpuOf::Idle,
+        ],
         move |_| {
             let mut client = PointsServiceClient::new(pool.get());
             let request = random_status_request(&w);
@@ -814,6 +820,23 @@ async fn overload(
     details.insert(
         "cpu_us_per_request".into(),
         json!({ "generator": per_request(cpu[0]), "tiers": per_request(cpu[1]) }),
+    );
+    // Where the machine's cores went, on average, at the peak and under overload: what the
+    // generator and tiers spend on refusals shows as PostgreSQL's loss, and so as goodput's.
+    let spans = [peak.elapsed.as_secs_f64(), outcome.elapsed.as_secs_f64()];
+    let cores = |[at_peak, overloaded]: [f64; 2]| {
+        let share = |seconds: f64, span: f64| (seconds / span.max(f64::EPSILON) * 1000.0).round() / 1000.0;
+        json!({ "peak": share(at_peak, spans[0]), "overload": share(overloaded, spans[1]) })
+    };
+    details.insert(
+        "cores".into(),
+        json!({
+            "generator": cores(cpu[0]),
+            "tiers": cores(cpu[1]),
+            "postgres": cores(cpu[2]),
+            "interrupts": cores(cpu[3]),
+            "idle": cores(cpu[4]),
+        }),
     );
     details.insert("refused".into(), json!(refused));
     details.insert("refused_p99_ms".into(), json!(refused_p99_ms));
