@@ -15,8 +15,11 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// CPU time (user and system) a process has used, in seconds: /proc counts it in ticks of
-/// USER_HZ, which Linux fixes at 100 a second for /proc whatever the kernel's own tick.
+/// The ticks a second /proc counts CPU time in (USER_HZ): Linux fixes it at 100 for /proc
+/// whatever the kernel's own tick.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time (user and system) a process has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces: the fields counted are after it.
@@ -24,7 +27,7 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // utime and stime are fields 14 and 15; the state (field 3) comes first after the name.
     let utime: f64 = fields.nth(11)?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some((utime + stime) / TICKS_PER_SECOND)
 }
 
 /// Whose CPU time overload follows: a process, PostgreSQL (every process of that name, its
@@ -70,7 +73,7 @@ fn machine_ticks(fields: &[usize]) -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<f64> =
         stat.lines().next()?.split_whitespace().skip(1).map(|v| v.parse().unwrap_or_default()).collect();
-    Some(fields.iter().map(|&f| ticks.get(f).copied().unwrap_or_default()).sum::<f64>() / 100.0)
+    Some(fields.iter().map(|&f| ticks.get(f).copied().unwrap_or_default()).sum::<f64>() / TICKS_PER_SECOND)
 }
 
 /// The highest RSS seen of each named process since it started sampling.
