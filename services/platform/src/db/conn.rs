@@ -8,11 +8,17 @@
 //! So a connection that finished cleanly goes back to a list of our own, and the next
 //! [`Db::acquire`](super::Db::acquire) takes it from there. sqlx's pool still opens, checks and
 //! closes every connection: one goes back to it (and through its ping) when it has something
-//! to flush (a transaction dropped without commit queues its ROLLBACK), when it has not been
-//! checked for [`RECHECK_AFTER`], when a connection failed anywhere in the process since it
-//! was last checked, or when the pool closes. A connection the server dropped thus fails at
-//! most the statements of one [`RECHECK_AFTER`] before it is found out, and usually one.
-
+//! to flush (a transaction dropped without commit queues its ROLLBACK), when a connection
+//! failed anywhere in the process since it was last checked, when it has waited unused for
+//! [`IDLE_RECHECK_AFTER`], when [`RECHECK_EVERY`] has passed since its last check, or when the
+//! pool closes.
+//!
+//! A connection in steady use is thus checked only every [`RECHECK_EVERY`]: each statement it
+//! runs shows it alive, and a failed one (an I/O error, a session the server ended) marks every
+//! connection for a check. A request that finds no other connection free waits for a check's
+//! round trip, so checking busy connections once a second lengthened tiers' slowest answers.
+//! One that waited unused, which the server or the network may have dropped meanwhile, is
+//! checked before its next use; one the server dropped fails at most one statement.
 use std::{
     ops::{Deref, DerefMut},
     sync::{
@@ -31,8 +37,12 @@ use tokio::{
 
 use super::DbError;
 
-/// How long a connection is reused without sqlx's check.
-const RECHECK_AFTER: Duration = Duration::from_secs(1);
+/// How long a connection may wait unused and still be reused without sqlx's check.
+const IDLE_RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a connection in steady use goes between sqlx's checks: the backstop for a
+/// connection broken in a way no statement's error has shown.
+const RECHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// Connection failures seen in this process (sqlx's I/O errors, and PostgreSQL's SQLSTATEs
 /// of classes 08 and 57P, as `DbError` classifies them): a connection checked before the
@@ -43,20 +53,44 @@ pub(super) fn note_failure() {
     FAILURES.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A checked connection and when it was checked.
+/// When a connection was last checked and last finished a use, and the process's failure
+/// count at the check.
+#[derive(Clone, Copy, Debug)]
+struct Freshness {
+    checked: Instant,
+    used: Instant,
+    failures: u64,
+}
+
+impl Freshness {
+    fn checked_at(now: Instant, failures: u64) -> Self {
+        Self { checked: now, used: now, failures }
+    }
+
+    /// Whether a connection that has just finished a use may wait for the next one here.
+    fn keep(&self, now: Instant, failures: u64) -> bool {
+        self.failures == failures && now.saturating_duration_since(self.checked) < RECHECK_EVERY
+    }
+
+    /// Whether a waiting connection may be taken without sqlx's check.
+    fn reusable(&self, now: Instant, failures: u64) -> bool {
+        self.keep(now, failures) && now.saturating_duration_since(self.used) < IDLE_RECHECK_AFTER
+    }
+}
+
+/// A checked connection and when it was checked and used.
 struct Checked {
     conn: PoolConnection<Any>,
-    at: Instant,
-    failures: u64,
+    fresh: Freshness,
 }
 
 impl Checked {
     fn fresh(conn: PoolConnection<Any>) -> Self {
-        Self { conn, at: Instant::now(), failures: FAILURES.load(Ordering::Relaxed) }
+        Self { conn, fresh: Freshness::checked_at(Instant::now(), FAILURES.load(Ordering::Relaxed)) }
     }
 
     fn reusable(&self) -> bool {
-        self.at.elapsed() < RECHECK_AFTER && self.failures == FAILURES.load(Ordering::Relaxed)
+        self.fresh.reusable(Instant::now(), FAILURES.load(Ordering::Relaxed))
     }
 }
 
@@ -148,11 +182,16 @@ impl DerefMut for Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        let Some(checked) = self.checked.take() else { return };
+        let Some(mut checked) = self.checked.take() else { return };
+        let now = Instant::now();
         // A queued ROLLBACK, a half-sent statement: sqlx's ping flushes it and waits.
-        if checked.conn.should_flush() || !checked.reusable() || self.reuse.closed.load(Ordering::Relaxed) {
+        if checked.conn.should_flush()
+            || !checked.fresh.keep(now, FAILURES.load(Ordering::Relaxed))
+            || self.reuse.closed.load(Ordering::Relaxed)
+        {
             return;
         }
+        checked.fresh.used = now;
         self.reuse.idle().push(checked);
     }
 }
@@ -204,5 +243,47 @@ impl Drop for Tx {
         if self.open {
             Manager::start_rollback(&mut self.conn);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_connection_in_steady_use_is_checked_only_every_recheck_period() {
+        let start = Instant::now();
+        let mut fresh = Freshness::checked_at(start, 7);
+        // Used again and again, a few milliseconds apart, for longer than a second.
+        let mut now = start;
+        while now < start + 3 * SECOND {
+            assert!(fresh.reusable(now, 7), "checked again {:?} after its check", now - start);
+            now += Duration::from_millis(5);
+            assert!(fresh.keep(now, 7));
+            fresh.used = now;
+        }
+        let due = start + RECHECK_EVERY;
+        assert!(!fresh.keep(due, 7), "kept past the backstop");
+        assert!(!fresh.reusable(due, 7), "reused past the backstop");
+    }
+
+    #[test]
+    fn a_connection_that_waited_unused_is_checked_before_its_next_use() {
+        let start = Instant::now();
+        let fresh = Freshness::checked_at(start, 0);
+        assert!(fresh.reusable(start + IDLE_RECHECK_AFTER - Duration::from_millis(1), 0));
+        assert!(!fresh.reusable(start + IDLE_RECHECK_AFTER, 0));
+    }
+
+    #[test]
+    fn a_failure_anywhere_marks_every_connection_checked_before_it() {
+        let start = Instant::now();
+        let fresh = Freshness::checked_at(start, 3);
+        assert!(!fresh.keep(start, 4));
+        assert!(!fresh.reusable(start, 4));
+        // One checked after the failure is not affected by it.
+        assert!(Freshness::checked_at(start, 4).reusable(start, 4));
     }
 }
