@@ -138,7 +138,8 @@ async fn a_connection_the_server_ended_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_a_connection_is_bounded() {
     let Some(test) = TestDb::postgres().await else { return };
-    let options = DbOptions { max_connections: 2, acquire_timeout: Duration::from_millis(200) };
+    let options =
+        DbOptions { max_connections: 2, acquire_timeout: Duration::from_millis(200), ..DbOptions::default() };
     let db = migrated(&test, options).await;
     let a = db.acquire().await.unwrap();
     let _b = db.acquire().await.unwrap();
@@ -153,6 +154,42 @@ async fn waiting_for_a_connection_is_bounded() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(a);
     waiting.await.unwrap().expect("the released connection");
+}
+
+/// Sessions on this test's database, other than `admin`'s own.
+async fn sessions(admin: &mut AnyConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+/// The connections a burst opened are closed once they go unused for the idle timeout, while
+/// one of them stays busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bursts_connections_close_when_unused_while_one_stays_busy() {
+    let Some(test) = TestDb::postgres().await else { return };
+    let options = DbOptions { idle_timeout: Duration::from_secs(2), ..DbOptions::default() };
+    let db = migrated(&test, options).await;
+    let mut admin = AnyConnection::connect(&test.url).await.unwrap();
+    let burst: Vec<_> = futures::future::join_all((0..4).map(|_| db.acquire())).await;
+    for conn in burst {
+        backend_pid(&mut conn.unwrap()).await.unwrap();
+    }
+    assert!(sessions(&mut admin).await >= 4, "the burst's sessions are open");
+
+    // One request after another, for longer than the idle timeout and then some.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        backend_pid(&mut db.acquire().await.unwrap()).await.unwrap();
+        if sessions(&mut admin).await == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} sessions open", sessions(&mut admin).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Closing the pool ends with connections waiting for their next use, and refuses new uses.

@@ -18,7 +18,9 @@
 //! connection for a check. A request that finds no other connection free waits for a check's
 //! round trip, so checking busy connections once a second lengthened tiers' slowest answers.
 //! One that waited unused, which the server or the network may have dropped meanwhile, is
-//! checked before its next use; one the server dropped fails at most one statement.
+//! checked before its next use; one the server dropped fails at most one statement. Those
+//! left unused at the bottom of the list go back to sqlx on the next acquire, so that its
+//! idle timeout closes the connections a burst opened.
 use std::{
     ops::{Deref, DerefMut},
     sync::{
@@ -88,10 +90,6 @@ impl Checked {
     fn fresh(conn: PoolConnection<Any>) -> Self {
         Self { conn, fresh: Freshness::checked_at(Instant::now(), FAILURES.load(Ordering::Relaxed)) }
     }
-
-    fn reusable(&self) -> bool {
-        self.fresh.reusable(Instant::now(), FAILURES.load(Ordering::Relaxed))
-    }
 }
 
 /// The connections between two uses, and the bound on those in use.
@@ -130,8 +128,19 @@ impl Reuse {
             Err(_) => return Err(sqlx::Error::PoolTimedOut.into()),
         };
         loop {
-            let Some(checked) = self.idle().pop() else { break };
-            if checked.reusable() {
+            let (now, failures) = (Instant::now(), FAILURES.load(Ordering::Relaxed));
+            let (checked, stale) = {
+                let mut idle = self.idle();
+                // The list is in order of last use: those at the bottom that waited too long
+                // go back to sqlx, which checks them and whose idle timeout then applies. Left
+                // here, a burst's connections would stay open for as long as one stays busy.
+                let waited = idle.iter().take_while(|c| !c.fresh.reusable(now, failures)).count();
+                let stale: Vec<Checked> = idle.drain(..waited).collect();
+                (idle.pop(), stale)
+            };
+            drop(stale);
+            let Some(checked) = checked else { break };
+            if checked.fresh.reusable(now, failures) {
                 return Ok(Conn { checked: Some(checked), reuse: self.clone(), _permit: permit });
             }
             // Back to sqlx, which checks it.

@@ -134,11 +134,17 @@ impl std::fmt::Debug for Db {
 pub struct DbOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// How long an open connection may go unused before the pool closes it.
+    pub idle_timeout: Duration,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+        }
     }
 }
 
@@ -173,6 +179,7 @@ impl Db {
             .max_connections(max_connections)
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(options.idle_timeout)
             // sqlx pings a connection when it goes back to its pool, and by default again when
             // it is taken: a round trip to the server on every acquire, for every query. Not
             // when taken, and mostly not on release either (see `conn`): a connection goes
