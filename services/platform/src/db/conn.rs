@@ -21,6 +21,7 @@
 //! checked before its next use; one the server dropped fails at most one statement. Those
 //! left unused at the bottom of the list go back to sqlx on the next acquire, so that its
 //! idle timeout closes the connections a burst opened.
+
 use std::{
     ops::{Deref, DerefMut},
     sync::{
@@ -46,8 +47,8 @@ const IDLE_RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// connection broken in a way no statement's error has shown.
 const RECHECK_EVERY: Duration = Duration::from_secs(30);
 
-/// Connection failures seen in this process (sqlx's I/O errors, and PostgreSQL's SQLSTATEs
-/// of classes 08 and 57P, as `DbError` classifies them): a connection checked before the
+/// Connection failures seen in this process (sqlx's I/O and protocol errors, and
+/// PostgreSQL's SQLSTATEs of classes 08 and 57P, as `DbError` classifies them): a connection checked before the
 /// latest goes through the check again before it is reused.
 static FAILURES: AtomicU64 = AtomicU64::new(0);
 
@@ -294,5 +295,21 @@ mod tests {
         assert!(!fresh.reusable(start, 4));
         // One checked after the failure is not affected by it.
         assert!(Freshness::checked_at(start, 4).reusable(start, 4));
+    }
+
+    #[test]
+    fn io_and_protocol_errors_count_as_connection_failures_and_a_bad_statement_does_not() {
+        let counted = |err: sqlx::Error| {
+            let before = FAILURES.load(Ordering::Relaxed);
+            let _ = DbError::from(err);
+            FAILURES.load(Ordering::Relaxed) > before
+        };
+        assert!(counted(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())));
+        assert!(counted(sqlx::Error::Protocol("unexpected message".into())));
+        // The count is the process's: this holds while no other unit test of the crate
+        // fails a connection (none opens one).
+        let before = FAILURES.load(Ordering::Relaxed);
+        let _ = DbError::from(sqlx::Error::RowNotFound);
+        assert_eq!(FAILURES.load(Ordering::Relaxed), before);
     }
 }

@@ -66,6 +66,12 @@ impl From<sqlx::Error> for DbError {
                 DbError::Unavailable(err.to_string())
             }
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => DbError::Unavailable(err.to_string()),
+            // The connection's exchange with the server went out of step: it cannot be trusted
+            // with another statement before sqlx's check.
+            sqlx::Error::Protocol(_) => {
+                conn::note_failure();
+                DbError::Other(err.to_string())
+            }
             _ => DbError::Other(err.to_string()),
         }
     }
