@@ -133,6 +133,9 @@ impl Around for Shed {
 
 /// Every request gets a server-side deadline: the server's limit, or the client's
 /// `grpc-timeout` when shorter. Past it the request is dropped and DEADLINE_EXCEEDED answered.
+/// A request's work dropped before it finished, here or by the server when the client went
+/// away, is dropped as unfinished: the connections it held do not go straight to the next
+/// request (see [`crate::db::drop_unfinished`]).
 #[derive(Clone)]
 pub struct Deadline {
     limit: Duration,
@@ -173,7 +176,8 @@ impl Around for Deadline {
         let limit = client.map_or(self.limit, |c| c.min(self.limit));
         let until = Instant::now() + limit;
         Box::pin(async move {
-            match tokio::time::timeout(limit, with_deadline(until, inner.call(req))).await {
+            let work = Unfinished(Some(Box::pin(with_deadline(until, inner.call(req)))));
+            match tokio::time::timeout(limit, work).await {
                 Ok(response) => response,
                 Err(_) => Ok(reply(crate::error::status(
                     tonic::Code::DeadlineExceeded,
@@ -183,6 +187,30 @@ impl Around for Deadline {
                 ))),
             }
         })
+    }
+}
+
+/// A request's work, dropped through [`crate::db::drop_unfinished`] when it is dropped before
+/// it finished: past its deadline here, or when the client went away and the server dropped
+/// the whole request.
+struct Unfinished<F>(Option<Pin<Box<F>>>);
+
+impl<F: std::future::Future> std::future::Future for Unfinished<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let work = self.0.as_mut().expect("polled after it finished");
+        let output = std::task::ready!(work.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F> Drop for Unfinished<F> {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take() {
+            crate::db::drop_unfinished(work);
+        }
     }
 }
 
@@ -660,6 +688,50 @@ mod tests {
         let started = Instant::now();
         assert_eq!(grpc_status(&svc.oneshot(req).await.unwrap()), Some("4"));
         assert!(started.elapsed() < Duration::from_millis(250));
+    }
+
+    /// Records, when dropped, whether it was dropped as unfinished work.
+    struct Probe(Arc<std::sync::Mutex<Option<bool>>>);
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(crate::db::cancelling());
+        }
+    }
+
+    /// A service whose work holds a probe for `delay`, then answers OK.
+    fn probed(delay: Duration) -> (Svc, Arc<std::sync::Mutex<Option<bool>>>) {
+        let dropped = Arc::new(std::sync::Mutex::new(None));
+        let seen = dropped.clone();
+        let svc = tower::util::BoxCloneService::new(service_fn(move |_: Request<()>| {
+            let probe = Probe(seen.clone());
+            async move {
+                tokio::time::sleep(delay).await;
+                drop(probe);
+                Ok(Response::new(()))
+            }
+        }));
+        (svc, dropped)
+    }
+
+    #[tokio::test]
+    async fn work_cut_off_is_dropped_as_unfinished_and_finished_work_is_not() {
+        let (svc, dropped) = probed(Duration::from_millis(500));
+        let late = deadline(Duration::from_millis(50)).layer(svc).oneshot(Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&late), Some("4"));
+        assert_eq!(*dropped.lock().unwrap(), Some(true), "past its deadline");
+
+        // The client went away: the server drops the request with its work.
+        let (svc, dropped) = probed(Duration::from_millis(500));
+        let call = deadline(Duration::from_secs(5)).layer(svc).oneshot(Request::new(()));
+        assert!(tokio::time::timeout(Duration::from_millis(50), call).await.is_err());
+        assert_eq!(*dropped.lock().unwrap(), Some(true), "dropped by the server");
+
+        let (svc, dropped) = probed(Duration::ZERO);
+        let answered = deadline(Duration::from_secs(5)).layer(svc).oneshot(Request::new(())).await.unwrap();
+        assert_eq!(grpc_status(&answered), None);
+        assert_eq!(*dropped.lock().unwrap(), Some(false), "finished");
+        assert!(!crate::db::cancelling(), "only while unfinished work is dropped");
     }
 
     struct OneToken;

@@ -105,6 +105,24 @@ async fn a_cancelled_statement_does_not_leak_into_the_next_use() {
     assert_eq!(seven, 7);
 }
 
+/// A request cut off in the middle of a statement does not make the next request wait for
+/// that statement: its connection goes back for a check, and the next takes another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_cut_off_does_not_hold_up_the_next_request() {
+    let Some(test) = TestDb::postgres().await else { return };
+    let db = migrated(&test, DbOptions { max_connections: 2, ..DbOptions::default() }).await;
+    let mut conn = db.acquire().await.unwrap();
+    let cut_off = backend_pid(&mut conn).await.unwrap();
+    let slow = sqlx::query_scalar::<_, i64>("SELECT 1 FROM pg_sleep(3)").fetch_one(&mut *conn);
+    assert!(tokio::time::timeout(Duration::from_millis(50), slow).await.is_err(), "cut off");
+    tandem_platform::db::drop_unfinished(conn);
+
+    let started = std::time::Instant::now();
+    let next = backend_pid(&mut db.acquire().await.unwrap()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
+    assert_ne!(next, cut_off, "not the connection still running the statement");
+}
+
 /// A connection the server ended fails once at most; the pool then opens another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_server_ended_is_replaced() {

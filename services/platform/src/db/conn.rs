@@ -20,9 +20,11 @@
 //! One that waited unused, which the server or the network may have dropped meanwhile, is
 //! checked before its next use; one the server dropped fails at most one statement. Those
 //! left unused at the bottom of the list go back to sqlx on the next acquire, so that its
-//! idle timeout closes the connections a burst opened.
+//! idle timeout closes the connections a burst opened. One dropped with a request's work cut
+//! off (see [`drop_unfinished`]) goes back to sqlx too: its statement may still be running.
 
 use std::{
+    cell::Cell,
     ops::{Deref, DerefMut},
     sync::{
         Arc, Mutex,
@@ -54,6 +56,28 @@ static FAILURES: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn note_failure() {
     FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
+thread_local! {
+    /// Set while the work of a request that did not finish is being dropped.
+    static CANCELLING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drops `work` that was cut off before it finished (its request timed out, or its client went
+/// away). A connection dropped with it may still be running the statement that was cut off,
+/// and the next user of that connection would wait for it: it goes back to sqlx instead, whose
+/// check waits for the statement to end while the next request takes another connection.
+pub fn drop_unfinished<T>(work: T) {
+    CANCELLING.with(|cancelling| {
+        let outer = cancelling.replace(true);
+        drop(work);
+        cancelling.set(outer);
+    });
+}
+
+/// Whether what is being dropped now belongs to unfinished work.
+pub(crate) fn cancelling() -> bool {
+    CANCELLING.with(Cell::get)
 }
 
 /// When a connection was last checked and last finished a use, and the process's failure
@@ -194,8 +218,10 @@ impl Drop for Conn {
     fn drop(&mut self) {
         let Some(mut checked) = self.checked.take() else { return };
         let now = Instant::now();
-        // A queued ROLLBACK, a half-sent statement: sqlx's ping flushes it and waits.
+        // A queued ROLLBACK, a half-sent statement, a statement cut off: sqlx's ping flushes
+        // it and waits.
         if checked.conn.should_flush()
+            || cancelling()
             || !checked.fresh.keep(now, FAILURES.load(Ordering::Relaxed))
             || self.reuse.closed.load(Ordering::Relaxed)
         {

@@ -17,7 +17,9 @@ use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
 };
 
-pub use conn::{Conn, Tx};
+#[cfg(test)]
+pub(crate) use conn::cancelling;
+pub use conn::{Conn, Tx, drop_unfinished};
 
 type Pool = sqlx::AnyPool;
 pub type Row = sqlx::any::AnyRow;
