@@ -176,7 +176,7 @@ impl Around for Deadline {
         let limit = client.map_or(self.limit, |c| c.min(self.limit));
         let until = Instant::now() + limit;
         Box::pin(async move {
-            let work = Unfinished(Some(Box::pin(with_deadline(until, inner.call(req)))));
+            let work = Unfinished { work: Some(with_deadline(until, inner.call(req))) };
             match tokio::time::timeout(limit, work).await {
                 Ok(response) => response,
                 Err(_) => Ok(reply(crate::error::status(
@@ -190,27 +190,34 @@ impl Around for Deadline {
     }
 }
 
-/// A request's work, dropped through [`crate::db::drop_unfinished`] when it is dropped before
-/// it finished: past its deadline here, or when the client went away and the server dropped
-/// the whole request.
-struct Unfinished<F>(Option<Pin<Box<F>>>);
+pin_project_lite::pin_project! {
+    /// A request's work, dropped as unfinished (see [`crate::db::drop_unfinished`]) when it
+    /// is dropped before it finished: past its deadline here, or when the client went away
+    /// and the server dropped the whole request.
+    struct Unfinished<F> {
+        #[pin]
+        work: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Unfinished<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut work = this.project().work;
+            if work.is_some() {
+                crate::db::while_unfinished(|| work.set(None));
+            }
+        }
+    }
+}
 
 impl<F: std::future::Future> std::future::Future for Unfinished<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let work = self.0.as_mut().expect("polled after it finished");
-        let output = std::task::ready!(work.as_mut().poll(cx));
-        self.0 = None;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut work = self.project().work;
+        let running = work.as_mut().as_pin_mut().expect("polled after it finished");
+        let output = std::task::ready!(running.poll(cx));
+        work.set(None);
         Poll::Ready(output)
-    }
-}
-
-impl<F> Drop for Unfinished<F> {
-    fn drop(&mut self) {
-        if let Some(work) = self.0.take() {
-            crate::db::drop_unfinished(work);
-        }
     }
 }
 

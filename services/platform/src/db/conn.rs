@@ -50,8 +50,8 @@ const IDLE_RECHECK_AFTER: Duration = Duration::from_secs(1);
 const RECHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// Connection failures seen in this process (sqlx's I/O and protocol errors, and
-/// PostgreSQL's SQLSTATEs of classes 08 and 57P, as `DbError` classifies them): a connection checked before the
-/// latest goes through the check again before it is reused.
+/// PostgreSQL's SQLSTATEs of classes 08 and 57P, as `DbError` classifies them): a connection
+/// checked before the latest goes through the check again before it is reused.
 static FAILURES: AtomicU64 = AtomicU64::new(0);
 
 pub(super) fn note_failure() {
@@ -68,9 +68,14 @@ thread_local! {
 /// and the next user of that connection would wait for it: it goes back to sqlx instead, whose
 /// check waits for the statement to end while the next request takes another connection.
 pub fn drop_unfinished<T>(work: T) {
+    while_unfinished(|| drop(work));
+}
+
+/// Runs `drop_work`, which drops work cut off before it finished, as [`drop_unfinished`] does.
+pub(crate) fn while_unfinished(drop_work: impl FnOnce()) {
     CANCELLING.with(|cancelling| {
         let outer = cancelling.replace(true);
-        drop(work);
+        drop_work();
         cancelling.set(outer);
     });
 }

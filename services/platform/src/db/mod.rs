@@ -19,6 +19,7 @@ use sqlx::{
 
 #[cfg(test)]
 pub(crate) use conn::cancelling;
+pub(crate) use conn::while_unfinished;
 pub use conn::{Conn, Tx, drop_unfinished};
 
 type Pool = sqlx::AnyPool;
