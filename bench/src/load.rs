@@ -352,7 +352,7 @@ where
 /// measured by nothing), the peak; then `factor` times that slice's rate offered at a fixed
 /// rate for as long. Each fixed-rate slice then follows the peak it is compared with, on a
 /// machine whose speed drifts within minutes. `call(n)` makes the run's n-th request, n unique
-/// across slices. The CPU time of what `watch` names is taken over each kind of slice.
+/// across slices. What each of `watch` counted is taken over each kind of slice.
 #[allow(clippy::too_many_arguments)]
 pub async fn peak_then_fixed_rate<F, Fut>(
     shards: &Shards,
@@ -361,7 +361,7 @@ pub async fn peak_then_fixed_rate<F, Fut>(
     run: Duration,
     slices: u32,
     factor: f64,
-    watch: &[crate::rss::CpuOf],
+    watch: &[crate::rss::Tally],
     call: F,
 ) -> Overload
 where
@@ -376,9 +376,9 @@ where
         peak: Outcome::new(),
         offered: Outcome::new(),
         pairs: Vec::new(),
-        cpu: vec![[0.0; 2]; watch.len()],
+        tallies: vec![[0.0; 2]; watch.len()],
     };
-    let cpu_now = || watch.iter().map(|of| of.seconds().unwrap_or_default()).collect::<Vec<_>>();
+    let now = || watch.iter().map(|of| of.read().unwrap_or_default()).collect::<Vec<_>>();
     if !warmup.is_zero() {
         // A run of its own, so that the slices' CPU time is of their own requests only.
         let (c, seq) = (call.clone(), sequence.clone());
@@ -389,12 +389,12 @@ where
     }
     for _ in 0..slices {
         let (c, seq) = (call.clone(), sequence.clone());
-        let before = cpu_now();
+        let before = now();
         let part = closed_loop(shards, concurrency, Duration::ZERO, slice, move |_, _| {
             c(seq.fetch_add(1, Ordering::Relaxed))
         })
         .await;
-        let between = cpu_now();
+        let between = now();
         let rate = factor * part.rps();
         overload.peak.merge(&part);
         if rate > 0.0 {
@@ -404,9 +404,9 @@ where
             overload.pairs.push(offered.rps() / part.rps());
             overload.offered.merge(&offered);
         }
-        for (cpu, ((b, m), a)) in overload.cpu.iter_mut().zip(before.iter().zip(&between).zip(cpu_now())) {
-            cpu[0] += m - b;
-            cpu[1] += a - m;
+        for (tally, ((b, m), a)) in overload.tallies.iter_mut().zip(before.iter().zip(&between).zip(now())) {
+            tally[0] += m - b;
+            tally[1] += a - m;
         }
     }
     overload
@@ -421,8 +421,8 @@ pub struct Overload {
     pub offered: Outcome,
     /// Each fixed-rate slice's successes a second over the rate of the peak slice before it.
     pub pairs: Vec<f64>,
-    /// The CPU seconds each of `watch` used over the peak's slices and over the fixed rate's.
-    pub cpu: Vec<[f64; 2]>,
+    /// What each of `watch` counted over the peak's slices and over the fixed rate's.
+    pub tallies: Vec<[f64; 2]>,
 }
 
 /// `rate` requests a second for `duration`, each sent at its scheduled time whether or not the
@@ -516,7 +516,7 @@ impl Schedule {
 mod tests {
     use std::{collections::HashMap, sync::Mutex};
 
-    use crate::rss::CpuOf;
+    use crate::rss::Tally;
 
     use super::*;
 
@@ -618,14 +618,14 @@ mod tests {
         let permits = Arc::new(tokio::sync::Semaphore::new(2));
         let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
         let unique = seen.clone();
-        let Overload { peak, offered, pairs, cpu } = peak_then_fixed_rate(
+        let Overload { peak, offered, pairs, tallies: cpu } = peak_then_fixed_rate(
             &Shards::here(),
             2,
             Duration::from_millis(500),
             Duration::from_secs(4),
             2,
             2.0,
-            &[CpuOf::Process(std::process::id()), CpuOf::Process(u32::MAX)],
+            &[Tally::Cpu(std::process::id()), Tally::Cpu(u32::MAX)],
             move |n| {
                 let (permits, seen) = (permits.clone(), seen.clone());
                 async move {

@@ -2,7 +2,7 @@
 //! Redis of their own, loaded with realistic data, and each scenario measured against its
 //! baseline in the same run. Writes the results as JSON (`--out FILE`) and a table on stdout.
 //! `TANDEM_BENCH_QUICK=1` shortens every run; `TANDEM_BENCH_ONLY=a,b` runs only the scenarios
-//! named. See docs/PERFORMANCE.md.
+//! named; `TANDEM_BENCH_SET_NAME=value` sets `NAME` for every service. See docs/PERFORMANCE.md.
 
 mod h2c;
 mod load;
@@ -83,7 +83,7 @@ fn parse_args() -> anyhow::Result<Option<PathBuf>> {
             "--out" => out = Some(PathBuf::from(args.next().context("--out needs a file")?)),
             "-h" | "--help" => {
                 println!(
-                    "usage: tandem-bench [--out FILE]   (TANDEM_BENCH_QUICK=1 for a short run, TANDEM_BENCH_ONLY=a,b for some scenarios)"
+                    "usage: tandem-bench [--out FILE]   (TANDEM_BENCH_QUICK=1 for a short run, TANDEM_BENCH_ONLY=a,b for some scenarios, TANDEM_BENCH_SET_NAME=value to set NAME for the services)"
                 );
                 std::process::exit(0);
             }

@@ -1,5 +1,5 @@
 //! Resident memory of the service processes, from /proc, sampled in the background so that
-//! the peak under load is seen; and the CPU time processes have used.
+//! the peak under load is seen; and the CPU time and context switches processes have used.
 
 use std::{
     collections::HashMap,
@@ -30,30 +30,70 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SECOND)
 }
 
-/// Whose CPU time overload follows: a process, PostgreSQL (every process of that name, its
-/// backends one per connection), or the machine's time in interrupts or idle (from /proc/stat:
-/// time no process is charged with). A backend that exits between two readings takes its time
-/// with it, so PostgreSQL's difference is only whole while the pools keep their connections,
-/// as the services' do through a run.
+/// What overload follows over each kind of slice, a count that only grows: CPU seconds of a
+/// process, of PostgreSQL (every process of that name, its backends one per connection) or
+/// of the machine in interrupts or idle (from /proc/stat: time no process is charged with);
+/// or the times threads gave up a core. A backend that exits between two readings takes its
+/// counts with it, so PostgreSQL's difference is only whole while the pools keep their
+/// connections, as the services' do through a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum CpuOf {
-    Process(u32),
-    Postgres,
+pub enum Tally {
+    Cpu(u32),
+    PostgresCpu,
     Interrupts,
     Idle,
+    /// A process's threads' context switches of one kind.
+    Switches(u32, Switch),
+    PostgresSwitches(Switch),
+    /// Every context switch on the machine (/proc/stat's `ctxt`).
+    MachineSwitches,
 }
 
-impl CpuOf {
-    /// The seconds used so far; `None` when they cannot be read (a process that has gone).
-    pub fn seconds(self) -> Option<f64> {
+/// Why a thread gave up its core: it waited (for a socket, a timer, a lock), or it was
+/// preempted while it could have run on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Switch {
+    Waited,
+    Preempted,
+}
+
+impl Tally {
+    /// The count so far; `None` when it cannot be read (a process that has gone).
+    pub fn read(self) -> Option<f64> {
         match self {
-            CpuOf::Process(pid) => cpu_seconds(pid),
-            CpuOf::Postgres => Some(processes_named("postgres").into_iter().filter_map(cpu_seconds).sum()),
+            Tally::Cpu(pid) => cpu_seconds(pid),
+            Tally::PostgresCpu => Some(processes_named("postgres").into_iter().filter_map(cpu_seconds).sum()),
             // The `cpu` line: user nice system idle iowait irq softirq steal …, in ticks.
-            CpuOf::Interrupts => machine_ticks(&[5, 6]),
-            CpuOf::Idle => machine_ticks(&[3, 4]),
+            Tally::Interrupts => machine_ticks(&[5, 6]),
+            Tally::Idle => machine_ticks(&[3, 4]),
+            Tally::Switches(pid, kind) => switches(pid, kind),
+            Tally::PostgresSwitches(kind) => {
+                Some(processes_named("postgres").into_iter().filter_map(|pid| switches(pid, kind)).sum())
+            }
+            Tally::MachineSwitches => std::fs::read_to_string("/proc/stat")
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("ctxt ")?.trim().parse().ok()),
         }
     }
+}
+
+/// A process's context switches of `kind`, summed over its threads (/proc/PID/task/*/status).
+fn switches(pid: u32, kind: Switch) -> Option<f64> {
+    let field = match kind {
+        Switch::Waited => "voluntary_ctxt_switches:",
+        Switch::Preempted => "nonvoluntary_ctxt_switches:",
+    };
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        threads
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+            .filter_map(|status| {
+                status.lines().find_map(|l| l.strip_prefix(field)?.trim().parse::<f64>().ok())
+            })
+            .sum(),
+    )
 }
 
 /// The ids of the processes whose command is `name`.
@@ -146,17 +186,40 @@ mod tests {
         // The machine's idle and interrupt time: read, never going back, and never more than
         // every core could have spent between two readings.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        for of in [super::CpuOf::Idle, super::CpuOf::Interrupts] {
+        for of in [super::Tally::Idle, super::Tally::Interrupts] {
             let started = Instant::now();
-            let before = of.seconds().expect("/proc/stat");
+            let before = of.read().expect("/proc/stat");
             std::thread::sleep(Duration::from_millis(200));
-            let grew = of.seconds().unwrap() - before;
+            let grew = of.read().unwrap() - before;
             let most = started.elapsed().as_secs_f64() * cores + 0.02;
             assert!((0.0..=most).contains(&grew), "{of:?}: {grew} s in {:?}", started.elapsed());
         }
         // A process's own is its /proc time (read again just after, a tick or two later at most).
-        let own = super::CpuOf::Process(me).seconds().unwrap();
+        let own = super::Tally::Cpu(me).read().unwrap();
         let again = super::cpu_seconds(me).unwrap();
         assert!((0.0..=0.05).contains(&(again - own)), "{own} then {again}");
+    }
+
+    #[test]
+    fn counts_a_processs_waits_and_the_machines_switches() {
+        use std::time::{Duration, Instant};
+
+        use super::{Switch, Tally};
+        // Each of this thread's sleeps is a switch of the machine's.
+        let machine = Tally::MachineSwitches.read().expect("/proc/stat's ctxt");
+        (0..10).for_each(|_| std::thread::sleep(Duration::from_millis(2)));
+        assert!(Tally::MachineSwitches.read().unwrap() >= machine + 10.0);
+        // A process asleep has waited at least once, and one that has gone has no count.
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+        let started = Instant::now();
+        while Tally::Switches(child.id(), Switch::Waited).read().unwrap_or_default() < 1.0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "sleep never waited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(Tally::Switches(child.id(), Switch::Preempted).read().is_some());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(Tally::Switches(child.id(), Switch::Waited).read(), None);
+        assert!(Tally::PostgresSwitches(Switch::Waited).read().is_some_and(|n| n >= 0.0));
     }
 }

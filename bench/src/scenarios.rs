@@ -39,7 +39,7 @@ use crate::{
     h2c::H2Channel,
     load::{self, Outcome},
     pgbench::Pgbench,
-    rss::{self, CpuOf, Peaks},
+    rss::{self, Peaks, Switch, Tally},
 };
 
 /// Callers of the closed-loop runs of the in-memory path, and of the database-bound ones (the
@@ -311,6 +311,19 @@ fn progress(what: &str) {
     eprintln!("tandem-bench: {what}");
 }
 
+/// The prefix of the bench's own environment that sets a service's: the services start with
+/// a cleared environment (the cluster harness's), so `TANDEM_BENCH_SET_TANDEM_DB_MAX_CONNECTIONS=8`
+/// is how a run tries another setting without another build.
+const SET_PREFIX: &str = "TANDEM_BENCH_SET_";
+
+/// The settings `vars` names with [`SET_PREFIX`], for every service, after the bench's own so
+/// that they win.
+fn service_settings(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(SET_PREFIX).filter(|n| !n.is_empty())?.to_owned(), v)))
+        .collect()
+}
+
 /// The scenarios a run is limited to (`TANDEM_BENCH_ONLY=event_lag,tier_status`); all when unset.
 pub struct Only(Option<Vec<String>>);
 
@@ -342,7 +355,10 @@ pub async fn run(timing: Timing, quick: bool, only: Only) -> anyhow::Result<Repo
             ("TANDEM_MAX_CONCURRENT_REQUESTS".into(), MAX_CONCURRENT.to_string()),
             ("TANDEM_LOG_FORMAT".into(), "json".into()),
             ("RUST_LOG".into(), "warn".into()),
-        ],
+        ]
+        .into_iter()
+        .chain(service_settings(std::env::vars()))
+        .collect(),
         ..Options::default()
     };
     let started = Instant::now();
@@ -764,25 +780,42 @@ async fn overload(
     let before = rss::rss_mib(tiers_pid).unwrap_or_default();
     let pool = Pool::new(&cluster.tiers);
     let w = world.clone();
+    let me = std::process::id();
     // Whose CPU time is taken over each kind of slice; the generator and tiers come first.
-    let watched = [
-        ("generator", CpuOf::Process(std::process::id())),
-        ("tiers", CpuOf::Process(tiers_pid)),
-        ("postgres", CpuOf::Postgres),
-        ("interrupts", CpuOf::Interrupts),
-        ("idle", CpuOf::Idle),
+    let cpu_of = [
+        ("generator", Tally::Cpu(me)),
+        ("tiers", Tally::Cpu(tiers_pid)),
+        ("postgres", Tally::PostgresCpu),
+        ("interrupts", Tally::Interrupts),
+        ("idle", Tally::Idle),
     ];
+    // And how often their threads gave up a core, and the machine's cores changed threads: a
+    // wake-up or a preemption more a served request under overload is work the peak did not do.
+    let switches_of = [
+        ("generator", [Tally::Switches(me, Switch::Waited), Tally::Switches(me, Switch::Preempted)]),
+        (
+            "tiers",
+            [Tally::Switches(tiers_pid, Switch::Waited), Tally::Switches(tiers_pid, Switch::Preempted)],
+        ),
+        ("postgres", [Tally::PostgresSwitches(Switch::Waited), Tally::PostgresSwitches(Switch::Preempted)]),
+    ];
+    let watched: Vec<Tally> = cpu_of
+        .iter()
+        .map(|(_, of)| *of)
+        .chain(switches_of.iter().flat_map(|(_, kinds)| *kinds))
+        .chain([Tally::MachineSwitches])
+        .collect();
     // The peak is taken with as many callers as the service lets in at once: with fewer (the
     // pool's 16, as tier_status compares with pgbench) the service is not saturated, serves
     // more once overload keeps its limit full than the "peak" did, and the ratio flatters it.
-    let load::Overload { peak, offered: outcome, pairs, cpu } = load::peak_then_fixed_rate(
+    let load::Overload { peak, offered: outcome, pairs, tallies } = load::peak_then_fixed_rate(
         one_shard(),
         MAX_CONCURRENT,
         timing.warmup,
         timing.run,
         timing.overload_slices(),
         2.0,
-        &watched.map(|(_, of)| of),
+        &watched,
         move |_| {
             let mut client = PointsServiceClient::new(pool.get());
             let request = random_status_request(&w);
@@ -790,6 +823,9 @@ async fn overload(
         },
     )
     .await;
+    let (cpu, rest) = tallies.split_at(cpu_of.len());
+    let (switches, machine_switches) = rest.split_at(2 * switches_of.len());
+    let machine_switches = machine_switches[0];
     let peak_rps = peak.rps();
     let rate = 2.0 * peak_rps;
     let after = rss::rss_mib(tiers_pid).unwrap_or_default();
@@ -832,8 +868,23 @@ async fn overload(
     };
     details.insert(
         "cores".into(),
-        watched.iter().zip(&cpu).map(|((name, _), &seconds)| ((*name).to_owned(), cores(seconds))).collect(),
+        cpu_of.iter().zip(cpu).map(|((name, _), &seconds)| ((*name).to_owned(), cores(seconds))).collect(),
     );
+    let served = [peak.ok.len(), outcome.ok.len()];
+    let per_served = |[at_peak, overloaded]: [f64; 2]| {
+        let each = |n: f64, of: u64| (n / of.max(1) as f64 * 1000.0).round() / 1000.0;
+        json!({ "peak": each(at_peak, served[0]), "overload": each(overloaded, served[1]) })
+    };
+    let mut switches: serde_json::Map<String, serde_json::Value> = switches_of
+        .iter()
+        .zip(switches.chunks(2))
+        .map(|((name, _), counts)| {
+            let kinds = json!({ "waited": per_served(counts[0]), "preempted": per_served(counts[1]) });
+            ((*name).to_owned(), kinds)
+        })
+        .collect();
+    switches.insert("machine".into(), per_served(machine_switches));
+    details.insert("switches_per_served".into(), switches.into());
     details.insert("refused".into(), json!(refused));
     details.insert("refused_p99_ms".into(), json!(refused_p99_ms));
     details.insert("other_errors".into(), json!(other));
@@ -866,6 +917,23 @@ async fn overload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_for_the_services_are_the_prefixed_variables_without_their_prefix() {
+        let vars = [
+            ("TANDEM_BENCH_SET_TANDEM_DB_MAX_CONNECTIONS", "8"),
+            ("TANDEM_BENCH_SET_", "no name"),
+            ("TANDEM_BENCH_ONLY", "overload"),
+            ("TANDEM_DB_MAX_CONNECTIONS", "32"),
+            ("TANDEM_BENCH_SET_RUST_LOG", "info"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(
+            service_settings(vars),
+            [("TANDEM_DB_MAX_CONNECTIONS", "8"), ("RUST_LOG", "info")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
 
     #[test]
     fn a_pool_deals_its_connections_in_turn_and_each_thread_makes_its_own() {
