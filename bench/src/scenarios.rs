@@ -357,7 +357,10 @@ pub async fn run(timing: Timing, quick: bool, only: Only) -> anyhow::Result<Repo
             ("RUST_LOG".into(), "warn".into()),
         ]
         .into_iter()
-        .chain(service_settings(std::env::vars()))
+        // `vars_os`: `vars` would panic on a variable that is not UTF-8, wherever it is set.
+        .chain(service_settings(
+            std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        ))
         .collect(),
         ..Options::default()
     };
