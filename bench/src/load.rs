@@ -378,7 +378,7 @@ where
         pairs: Vec::new(),
         tallies: vec![[0.0; 2]; watch.len()],
     };
-    let now = || watch.iter().map(|of| of.read().unwrap_or_default()).collect::<Vec<_>>();
+    let now = || crate::rss::Tally::read_all(watch);
     if !warmup.is_zero() {
         // A run of its own, so that the slices' CPU time is of their own requests only.
         let (c, seq) = (call.clone(), sequence.clone());

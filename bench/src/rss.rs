@@ -2,6 +2,7 @@
 //! the peak under load is seen; and the CPU time and context switches processes have used.
 
 use std::{
+    cell::OnceCell,
     collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
@@ -59,17 +60,30 @@ pub enum Switch {
 
 impl Tally {
     /// The count so far; `None` when it cannot be read (a process that has gone).
-    pub fn read(self) -> Option<f64> {
+    #[cfg(test)]
+    fn read(self) -> Option<f64> {
+        self.read_with(&OnceCell::new())
+    }
+
+    /// Each of `tallies` so far (0 for one that cannot be read), PostgreSQL's processes
+    /// looked for once for all of them: a reading between two slices is the generator's own
+    /// CPU time, and each look reads every process's command.
+    pub fn read_all(tallies: &[Tally]) -> Vec<f64> {
+        let postgres = OnceCell::new();
+        tallies.iter().map(|t| t.read_with(&postgres).unwrap_or_default()).collect()
+    }
+
+    /// The count so far, PostgreSQL's processes taken from `postgres` once it has been filled.
+    fn read_with(self, postgres: &OnceCell<Vec<u32>>) -> Option<f64> {
+        let postgres = || postgres.get_or_init(|| processes_named("postgres")).iter().copied();
         match self {
             Tally::Cpu(pid) => cpu_seconds(pid),
-            Tally::PostgresCpu => Some(processes_named("postgres").into_iter().filter_map(cpu_seconds).sum()),
+            Tally::PostgresCpu => Some(postgres().filter_map(cpu_seconds).sum()),
             // The `cpu` line: user nice system idle iowait irq softirq steal …, in ticks.
             Tally::Interrupts => machine_ticks(&[5, 6]),
             Tally::Idle => machine_ticks(&[3, 4]),
             Tally::Switches(pid, kind) => switches(pid, kind),
-            Tally::PostgresSwitches(kind) => {
-                Some(processes_named("postgres").into_iter().filter_map(|pid| switches(pid, kind)).sum())
-            }
+            Tally::PostgresSwitches(kind) => Some(postgres().filter_map(|pid| switches(pid, kind)).sum()),
             Tally::MachineSwitches => std::fs::read_to_string("/proc/stat")
                 .ok()?
                 .lines()
