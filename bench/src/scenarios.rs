@@ -353,8 +353,9 @@ pub async fn run(timing: Timing, quick: bool, only: Only) -> anyhow::Result<Repo
             // The bench's few callers send far beyond one partner's fair share.
             ("TANDEM_RATE_LIMIT_PER_SECOND".into(), "0".into()),
             ("TANDEM_MAX_CONCURRENT_REQUESTS".into(), MAX_CONCURRENT.to_string()),
+            // Logs as deployed (deploy/base): every RPC's span is made, as in production.
             ("TANDEM_LOG_FORMAT".into(), "json".into()),
-            ("RUST_LOG".into(), "warn".into()),
+            ("RUST_LOG".into(), "info".into()),
         ]
         .into_iter()
         // `vars_os`: `vars` would panic on a variable that is not UTF-8, wherever it is set.

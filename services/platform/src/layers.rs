@@ -1,5 +1,5 @@
-//! The tower layers every server runs, outermost first: metrics, tracing, undecodable bodies
-//! answered INVALID_ARGUMENT, load shedding, the request deadline, authentication and the
+//! The tower layers every server runs, outermost first: metrics, load shedding, tracing,
+//! undecodable bodies answered INVALID_ARGUMENT, the request deadline, authentication and the
 //! per-caller rate limit. Each answers a refused request itself with a proper gRPC status, so
 //! no tower error ever reaches the client as UNKNOWN.
 
@@ -7,7 +7,10 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -87,6 +90,12 @@ where
 /// At most `max` requests in flight; beyond that a request is refused at once with
 /// RESOURCE_EXHAUSTED instead of queueing, so an overloaded server stays fast for the
 /// requests it accepts.
+///
+/// A refusal is counted by the metrics layer outside this one, but gets no span and no log
+/// line of its own: under overload most requests are refused, and a span and a line each
+/// would spend the CPU the served requests need, and flood the logs when they are most
+/// read. Instead one warning a second at most (the first refusal at once) tells how many
+/// were refused since the last.
 #[derive(Clone)]
 pub struct Shed {
     permits: Arc<Semaphore>,
@@ -94,14 +103,59 @@ pub struct Shed {
     /// overload most requests get it, and what a refusal costs is taken from the requests
     /// being served. Shared, because the layers' services are cloned for every request.
     refusal: Arc<http::HeaderMap>,
+    refusals: Arc<Refusals>,
+}
+
+/// The refusals not yet reported, and when they last were.
+struct Refusals {
+    limit: usize,
+    report_every: Duration,
+    since: Instant,
+    /// Refused since the last report.
+    unreported: AtomicU64,
+    /// When the last report was made, in milliseconds after `since`; [`NEVER`] before the first.
+    reported_at_ms: AtomicU64,
+}
+
+const NEVER: u64 = u64::MAX;
+
+impl Refusals {
+    fn count(&self) {
+        self.unreported.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.reported_at_ms.load(Ordering::Relaxed);
+        let due = last == NEVER || now.saturating_sub(last) >= self.report_every.as_millis() as u64;
+        // One caller wins the report; the others' refusals go into the next one.
+        if due
+            && self.reported_at_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let refused = self.unreported.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                refused,
+                in_flight_limit = self.limit,
+                "at capacity: requests refused since the last report"
+            );
+        }
+    }
 }
 
 pub fn shed(max: usize) -> AroundLayer<Shed> {
+    shed_reporting_every(max, Duration::from_secs(1))
+}
+
+fn shed_reporting_every(max: usize, report_every: Duration) -> AroundLayer<Shed> {
     let refusal: Status =
         ApiError::ResourceExhausted("server is at capacity; retry with backoff".into()).into();
     AroundLayer(Shed {
         permits: Arc::new(Semaphore::new(max.max(1))),
         refusal: Arc::new(reply::<()>(refusal).into_parts().0.headers),
+        refusals: Arc::new(Refusals {
+            limit: max.max(1),
+            report_every,
+            since: Instant::now(),
+            unreported: AtomicU64::new(0),
+            reported_at_ms: AtomicU64::new(NEVER),
+        }),
     })
 }
 
@@ -114,6 +168,7 @@ impl Around for Shed {
         R: Default + 'static,
     {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.refusals.count();
             let headers = http::HeaderMap::clone(&self.refusal);
             return Box::pin(async move {
                 let mut refusal = Response::new(R::default());
@@ -434,7 +489,11 @@ impl Around for InvalidBodies {
 // --- tracing -----------------------------------------------------------------------------
 
 /// One span per RPC, a child of the caller's W3C trace context, and one log line when it ends
-/// with the method, gRPC status and latency.
+/// with the method, gRPC status and latency: a warning for INTERNAL and UNKNOWN, a debug line
+/// otherwise. Every RPC is counted and timed by the metrics layer; a line for each at `info`
+/// would cost a busy server more than the RPCs' own work, and fill the logs with what the
+/// metrics and traces already tell (`RUST_LOG=info,tandem_platform::layers=debug` turns the
+/// lines on).
 #[derive(Clone)]
 pub struct Trace;
 
@@ -483,7 +542,7 @@ impl Around for Trace {
                 if code == 13 || code == 2 {
                     tracing::warn!(method = %method, grpc_status = code, latency_ms, "rpc failed");
                 } else {
-                    tracing::info!(method = %method, grpc_status = code, latency_ms, "rpc");
+                    tracing::debug!(method = %method, grpc_status = code, latency_ms, "rpc");
                 }
                 response
             }
@@ -665,6 +724,39 @@ mod tests {
         assert_eq!(grpc_status(&first.await.unwrap().unwrap()), None, "the first one is served");
         let third = svc.oneshot(Request::new(())).await.unwrap();
         assert_eq!(grpc_status(&third), None, "capacity is released");
+    }
+
+    /// The refusal reports among captured log lines.
+    fn refusal_reports(logs: &crate::testing::CapturedLogs) -> Vec<String> {
+        logs.text().lines().filter(|l| l.contains("at capacity")).map(str::to_owned).collect()
+    }
+
+    #[tokio::test]
+    async fn refusals_are_reported_at_once_then_at_most_once_an_interval() {
+        let logs = crate::testing::CapturedLogs::default();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(logs.clone()).finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let svc = shed_reporting_every(1, Duration::from_millis(300)).layer(slow(Duration::from_secs(5)));
+        let held = tokio::spawn(svc.clone().oneshot(Request::new(())));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let refuse = || async {
+            let refused = svc.clone().oneshot(Request::new(())).await.unwrap();
+            assert_eq!(grpc_status(&refused), Some("8"));
+        };
+
+        for _ in 0..3 {
+            refuse().await;
+        }
+        let reports = refusal_reports(&logs);
+        assert_eq!(reports.len(), 1, "the first refusal at once, the next two held back: {reports:?}");
+        assert!(reports[0].contains("refused=1 in_flight_limit=1"), "{reports:?}");
+
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        refuse().await;
+        let reports = refusal_reports(&logs);
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        assert!(reports[1].contains("refused=3 "), "the two held back and this one: {reports:?}");
+        held.abort();
     }
 
     #[tokio::test]

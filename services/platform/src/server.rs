@@ -217,10 +217,10 @@ impl Server {
 
         let layers = tower::ServiceBuilder::new()
             .layer(meter())
-            .layer(trace())
-            // Shedding comes before anything that costs per request but the count and the
-            // span: a refusal is the cheapest answer there is.
+            // Shedding comes before anything that costs per request but the count: a refusal
+            // is the cheapest answer there is.
             .layer(shed(options.max_concurrent_requests))
+            .layer(trace())
             .layer(invalid_bodies())
             .layer(deadline(options.request_timeout))
             .layer(authenticate(authenticator))

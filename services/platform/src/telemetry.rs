@@ -13,7 +13,8 @@ use opentelemetry::{
 use opentelemetry_sdk::{
     metrics::SdkMeterProvider, propagation::TraceContextPropagator, trace::SdkTracerProvider,
 };
-use serde_json::{Map, Value};
+use serde::ser::{SerializeMap, Serializer as _};
+use serde_json::Value;
 use tracing::{Subscriber, field::Field};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
@@ -31,10 +32,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flushes and stops the exporters when dropped.
+pub mod output;
+
+/// Flushes and stops the exporters when dropped, then writes the log lines still buffered.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
+    output: output::Output,
 }
 
 impl Drop for TelemetryGuard {
@@ -45,6 +49,7 @@ impl Drop for TelemetryGuard {
         if let Some(Err(err)) = self.meter_provider.take().map(|p| p.shutdown()) {
             eprintln!("metrics shutdown: {err}");
         }
+        self.output.stop();
     }
 }
 
@@ -80,22 +85,24 @@ pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> an
     }
     let meter_provider = crate::metrics::init(service, otlp_endpoint)?;
 
+    // Lines leave from a thread of their own, in batches (see [`output`]).
+    let output = output::Output::start(std::io::stderr(), output::WINDOW, output::LIMIT)?;
     let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
     let result = match format {
-        LogFormat::Json => registry.with(JsonLog::new(std::io::stderr)).try_init(),
+        LogFormat::Json => registry.with(JsonLog::new(output.lines())).try_init(),
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .compact()
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_writer(std::io::stderr),
+                    .with_writer(output.lines()),
             )
             .try_init(),
     };
     if result.is_err() {
         tracing::debug!("telemetry already initialised");
     }
-    Ok(TelemetryGuard { provider: exporting.then_some(provider), meter_provider })
+    Ok(TelemetryGuard { provider: exporting.then_some(provider), meter_provider, output })
 }
 
 // --- JSON logs ---------------------------------------------------------------------------
@@ -116,35 +123,106 @@ impl<W> JsonLog<W> {
     }
 }
 
-/// A span's fields as JSON, kept in the span's extensions.
-struct SpanFields(Map<String, Value>);
+/// A span's fields, kept in the span's extensions; a field recorded again replaces its value.
+struct SpanFields(Vec<(&'static str, Value)>);
 
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+/// Records a span's fields as JSON values.
+struct SpanVisitor<'a>(&'a mut Vec<(&'static str, Value)>);
 
-impl tracing::field::Visit for JsonVisitor<'_> {
+impl SpanVisitor<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
+        match self.0.iter_mut().find(|(name, _)| *name == field.name()) {
+            Some((_, slot)) => *slot = value,
+            None => self.0.push((field.name(), value)),
+        }
+    }
+}
+
+impl tracing::field::Visit for SpanVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(
-            field.name().into(),
-            serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
-        );
+        self.put(field, serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.put(field, value.into());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.put(field, value.into());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.put(field, value.into());
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.put(field, value.into());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), value.to_string().into());
+        self.put(field, value.to_string().into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
+        self.put(field, format!("{value:?}").into());
+    }
+}
+
+/// The keys a line sets itself; an event's field of the same name is left out.
+const LINE_KEYS: [&str; 7] = ["timestamp", "level", "target", "span", "spans", "trace_id", "span_id"];
+
+/// Writes an event's fields straight into its line, with nothing built in between.
+struct EventVisitor<'a, M>(&'a mut M);
+
+impl<M: SerializeMap> EventVisitor<'_, M> {
+    fn put(&mut self, field: &Field, value: &(impl serde::Serialize + ?Sized)) {
+        if !LINE_KEYS.contains(&field.name()) {
+            let _ = self.0.serialize_entry(field.name(), value);
+        }
+    }
+}
+
+/// Serializes as the string its `Debug` writes, escaped on the way out.
+struct AsDebug<'a>(&'a dyn std::fmt::Debug);
+
+impl serde::Serialize for AsDebug<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:?}", self.0))
+    }
+}
+
+impl<M: SerializeMap> tracing::field::Visit for EventVisitor<'_, M> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // Not a number JSON can carry (NaN, infinities) is null.
+        self.put(field, &serde_json::Number::from_f64(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, &value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, &value);
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, &value);
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, value);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, &AsDebug(&format_args!("{value}")));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, &AsDebug(value));
+    }
+}
+
+/// A span as a line shows it: its fields and its `name`.
+struct SpanJson<'a, 'r, R: LookupSpan<'r>>(&'a tracing_subscriber::registry::SpanRef<'r, R>);
+
+impl<'r, R: LookupSpan<'r>> serde::Serialize for SpanJson<'_, 'r, R> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let extensions = self.0.extensions();
+        let fields = extensions.get::<SpanFields>().map_or(&[][..], |f| &f.0[..]);
+        let mut map = serializer.serialize_map(Some(fields.len() + 1))?;
+        for (name, value) in fields.iter().filter(|(name, _)| *name != "name") {
+            map.serialize_entry(name, value)?;
+        }
+        map.serialize_entry("name", self.0.name())?;
+        map.end()
     }
 }
 
@@ -164,8 +242,8 @@ where
         ctx: Context<'_, S>,
     ) {
         if let Some(span) = ctx.span(id) {
-            let mut fields = Map::new();
-            attrs.record(&mut JsonVisitor(&mut fields));
+            let mut fields = Vec::with_capacity(attrs.fields().len());
+            attrs.record(&mut SpanVisitor(&mut fields));
             span.extensions_mut().insert(SpanFields(fields));
         }
     }
@@ -174,36 +252,46 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
         {
-            values.record(&mut JsonVisitor(&mut fields.0));
+            values.record(&mut SpanVisitor(&mut fields.0));
         }
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        let mut line = Map::new();
-        let mut timestamp = String::new();
+        let mut line = Vec::with_capacity(512);
+        if self.write_line(&mut line, event, &ctx).is_ok() {
+            line.push(b'\n');
+            let _ = self.make_writer.make_writer_for(event.metadata()).write_all(&line);
+        }
+    }
+}
+
+impl<W> JsonLog<W> {
+    /// An event's line, serialized as it goes: no map of the line's fields is built first.
+    fn write_line<S>(
+        &self,
+        line: &mut Vec<u8>,
+        event: &tracing::Event<'_>,
+        ctx: &Context<'_, S>,
+    ) -> Result<(), serde_json::Error>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let mut serializer = serde_json::Serializer::new(line);
+        let mut map = serializer.serialize_map(None)?;
+        let mut timestamp = String::with_capacity(32);
         if tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut timestamp)).is_ok() {
-            line.insert("timestamp".into(), timestamp.into());
+            map.serialize_entry("timestamp", &timestamp)?;
         }
         let metadata = event.metadata();
-        line.insert("level".into(), metadata.level().as_str().into());
-        line.insert("target".into(), metadata.target().into());
-        event.record(&mut JsonVisitor(&mut line));
+        map.serialize_entry("level", metadata.level().as_str())?;
+        map.serialize_entry("target", metadata.target())?;
+        event.record(&mut EventVisitor(&mut map));
 
         if let Some(current) = ctx.event_span(event) {
-            let spans: Vec<Value> = current
-                .scope()
-                .from_root()
-                .map(|span| {
-                    let mut fields =
-                        span.extensions().get::<SpanFields>().map(|f| f.0.clone()).unwrap_or_default();
-                    fields.insert("name".into(), span.name().into());
-                    Value::Object(fields)
-                })
-                .collect();
-            if let Some(last) = spans.last() {
-                line.insert("span".into(), last.clone());
-            }
-            line.insert("spans".into(), spans.into());
+            map.serialize_entry("span", &SpanJson(&current))?;
+            let spans: Vec<_> = current.scope().from_root().collect();
+            map.serialize_key("spans")?;
+            map.serialize_value(&SpansJson(&spans))?;
             // The span's OpenTelemetry context, with no extensions of it borrowed here.
             let context = self
                 .dispatch
@@ -214,15 +302,21 @@ where
                 let span = context.span();
                 let ids = span.span_context();
                 if ids.is_valid() {
-                    line.insert("trace_id".into(), ids.trace_id().to_string().into());
-                    line.insert("span_id".into(), ids.span_id().to_string().into());
+                    map.serialize_entry("trace_id", &AsDebug(&format_args!("{}", ids.trace_id())))?;
+                    map.serialize_entry("span_id", &AsDebug(&format_args!("{}", ids.span_id())))?;
                 }
             }
         }
+        map.end()
+    }
+}
 
-        let Ok(mut text) = serde_json::to_vec(&Value::Object(line)) else { return };
-        text.push(b'\n');
-        let _ = self.make_writer.make_writer_for(metadata).write_all(&text);
+/// The spans an event sits in, root first.
+struct SpansJson<'a, 'r, R: LookupSpan<'r>>(&'a [tracing_subscriber::registry::SpanRef<'r, R>]);
+
+impl<'r, R: LookupSpan<'r>> serde::Serialize for SpansJson<'_, 'r, R> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(SpanJson))
     }
 }
 
@@ -292,4 +386,46 @@ pub fn current_trace_headers() -> HashMap<String, String> {
 pub fn inject_into_metadata(metadata: &mut tonic::metadata::MetadataMap) {
     let cx = tracing::Span::current().context();
     global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(metadata)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::CapturedLogs;
+
+    #[test]
+    fn a_json_line_holds_the_events_fields_its_span_and_the_spans_it_sits_in() {
+        let logs = CapturedLogs::default();
+        let subscriber = tracing_subscriber::registry().with(JsonLog::new(logs.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("outer", team = "t\"1", status = tracing::field::Empty);
+            let _outer = outer.enter();
+            outer.record("status", 3);
+            outer.record("status", 4);
+            let inner = tracing::info_span!("inner", share = 2.5);
+            let _inner = inner.enter();
+            tracing::warn!(level = "not the level", count = 7u64, ok = true, error = %"boom", "a \"quoted\" message");
+        });
+        let text = logs.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.ends_with('\n'));
+        let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(line["level"], "WARN", "an event's field never replaces the line's own: {line}");
+        assert_eq!(line["message"], "a \"quoted\" message");
+        assert_eq!(line["count"], 7);
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["error"], "boom");
+        assert_eq!(line["target"], module_path!());
+        assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+        assert_eq!(line["span"], serde_json::json!({"name": "inner", "share": 2.5}));
+        let spans = line["spans"].as_array().expect("spans");
+        assert_eq!(spans.len(), 2);
+        assert_eq!(
+            spans[0],
+            serde_json::json!({"name": "outer", "team": "t\"1", "status": 4}),
+            "recorded last wins"
+        );
+        assert_eq!(spans[1], line["span"]);
+        assert!(line.get("trace_id").is_none(), "no OpenTelemetry layer, no ids: {line}");
+    }
 }

@@ -3,7 +3,40 @@
 //! both. With `TANDEM_REQUIRE_POSTGRES=1` (CI) a missing or unreachable PostgreSQL fails the
 //! test instead of skipping it.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use sqlx::{AssertSqlSafe, Connection};
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Log output kept in memory for a test to read: the writer of a tracing layer.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
 
 /// The Redis of `TANDEM_TEST_REDIS_URL`, or `None` when it is unset and not required
 /// (`TANDEM_REQUIRE_REDIS=1`, as in CI, makes a missing Redis fail the test).

@@ -3,10 +3,7 @@
 //!
 //! Installs the process's global subscriber, so it is the only test of this binary.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use opentelemetry::trace::TracerProvider as _;
@@ -14,44 +11,21 @@ use serde_json::Value;
 use tandem_platform::{
     auth::{AuthError, Authenticator, Caller},
     telemetry::{self, JsonLog},
-    testing::TestServer,
+    testing::{CapturedLogs, TestServer},
 };
 use tandem_proto::commissions::v1::{
     ListRenewalsRequest, ListRenewalsResponse,
     renewal_service_client::RenewalServiceClient,
     renewal_service_server::{RenewalService, RenewalServiceServer},
 };
-use tracing_subscriber::{filter::LevelFilter, fmt::MakeWriter, layer::SubscriberExt};
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}")))
-            .collect()
-    }
+/// The captured lines, each parsed.
+fn json_lines(logs: &CapturedLogs) -> Vec<Value> {
+    logs.text()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}")))
+        .collect()
 }
 
 struct NoTokens;
@@ -82,10 +56,11 @@ const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_carry_the_trace_and_span_ids_of_their_span() {
-    let captured = Captured::default();
+    let captured = CapturedLogs::default();
     let provider = telemetry::tracer_provider("json-logs-test", None).unwrap();
     let subscriber = tracing_subscriber::registry()
-        .with(LevelFilter::INFO)
+        // The RPCs' own lines are at debug, turned on as an operator would.
+        .with(EnvFilter::new("info,tandem_platform::layers=debug"))
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("json-logs-test")))
         .with(JsonLog::new(captured.clone()));
     tracing::subscriber::set_global_default(subscriber).unwrap();
@@ -105,7 +80,7 @@ async fn json_lines_carry_the_trace_and_span_ids_of_their_span() {
     RenewalServiceClient::new(server.channel.clone()).list_renewals(request).await.unwrap();
     drop(server);
 
-    let lines = captured.lines();
+    let lines = json_lines(&captured);
     let outside = lines.iter().find(|l| l["message"] == "outside any span").expect("the line outside spans");
     assert_eq!(outside["level"], "INFO");
     assert_eq!(outside["n"], 1);

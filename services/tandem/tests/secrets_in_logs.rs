@@ -12,7 +12,7 @@ use tandem_proto::identity::v1::{
 
 #[tokio::test]
 async fn no_secret_reaches_the_logs() {
-    let dev = Dev::start();
+    let mut dev = Dev::start();
     let channel = dev.channel().await;
     let password = "a partner's secret password";
     let mut auth = AuthServiceClient::new(channel.clone());
@@ -74,8 +74,9 @@ async fn no_secret_reaches_the_logs() {
     let key =
         std::fs::read_to_string(dev.data.path().join("state").join("signing-key.pem")).expect("key file");
     let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
-    let log = dev.log_text();
+    let log = dev.stop_and_read_log();
     assert!(log.lines().count() > 10, "the run logged: {log}");
+    assert!(log.contains("shutting down"), "the log runs to the stop: {log}");
     assert!(log.contains("DEBUG") || log.contains("debug"), "debug logging was on");
     let secrets = [
         ("password", password.to_owned()),

@@ -82,8 +82,16 @@ impl Dev {
         }
     }
 
-    /// Everything the process logged so far.
-    pub fn log_text(&self) -> String {
+    /// Everything the process logged, once it has stopped as Kubernetes stops it (SIGTERM):
+    /// its last lines leave when it stops, not when they were logged.
+    pub fn stop_and_read_log(&mut self) -> String {
+        let stopped = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(stopped.is_ok_and(|s| s.success()), "SIGTERM to tandem dev");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().expect("tandem dev's status").is_none() {
+            assert!(Instant::now() < deadline, "tandem dev did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         std::fs::read_to_string(&self.log).expect("read the log")
     }
 }
