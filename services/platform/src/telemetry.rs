@@ -70,6 +70,41 @@ pub fn tracer_provider(service: &str, otlp_endpoint: Option<&str>) -> anyhow::Re
     })
 }
 
+/// The process's subscriber: `filter`, every span's OpenTelemetry context from `provider`
+/// (for its ids, its parent and the peers it calls, exported or not), and log lines in
+/// `format` to `lines`.
+///
+/// The OpenTelemetry layer adds no attributes of its own to a span (source location,
+/// thread, busy and idle time): every RPC's span pays for them, and for an RPC's span they
+/// would say `layers.rs`, a tokio worker and little more than its duration.
+pub fn subscriber<W>(
+    filter: EnvFilter,
+    provider: &SdkTracerProvider,
+    service: &str,
+    format: LogFormat,
+    ansi: bool,
+    lines: W,
+) -> tracing::Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service.to_owned()))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    // Made into a `Dispatch` from the whole subscriber, not a box of it: a boxed subscriber
+    // does not pass the dispatch on to its layers, and [`JsonLog`] needs it for the ids.
+    match format {
+        LogFormat::Json => tracing::Dispatch::new(registry.with(JsonLog::new(lines))),
+        LogFormat::Text => tracing::Dispatch::new(
+            registry.with(tracing_subscriber::fmt::layer().compact().with_ansi(ansi).with_writer(lines)),
+        ),
+    }
+}
+
 /// Installs the global subscriber, propagator and meter provider (see [`crate::metrics`]).
 /// Safe to call more than once (tests): later calls keep the first subscriber.
 pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<TelemetryGuard> {
@@ -78,7 +113,6 @@ pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> an
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
 
     let provider = tracer_provider(service, otlp_endpoint)?;
-    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()));
     let exporting = otlp_endpoint.is_some_and(|e| !e.is_empty());
     if exporting {
         global::set_tracer_provider(provider.clone());
@@ -87,18 +121,8 @@ pub fn init(service: &str, format: LogFormat, otlp_endpoint: Option<&str>) -> an
 
     // Lines leave from a thread of their own, in batches (see [`output`]).
     let output = output::Output::start(std::io::stderr(), output::WINDOW, output::LIMIT)?;
-    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
-    let result = match format {
-        LogFormat::Json => registry.with(JsonLog::new(output.lines())).try_init(),
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .compact()
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_writer(output.lines()),
-            )
-            .try_init(),
-    };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let result = subscriber(filter, &provider, service, format, ansi, output.lines()).try_init();
     if result.is_err() {
         tracing::debug!("telemetry already initialised");
     }

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use opentelemetry::trace::TracerProvider as _;
 use serde_json::Value;
 use tandem_platform::{
     auth::{AuthError, Authenticator, Caller},
-    telemetry::{self, JsonLog},
+    telemetry::{self, LogFormat},
     testing::{CapturedLogs, TestServer},
 };
 use tandem_proto::commissions::v1::{
@@ -18,7 +17,7 @@ use tandem_proto::commissions::v1::{
     renewal_service_client::RenewalServiceClient,
     renewal_service_server::{RenewalService, RenewalServiceServer},
 };
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt};
+use tracing_subscriber::EnvFilter;
 
 /// The captured lines, each parsed.
 fn json_lines(logs: &CapturedLogs) -> Vec<Value> {
@@ -58,12 +57,16 @@ const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
 async fn json_lines_carry_the_trace_and_span_ids_of_their_span() {
     let captured = CapturedLogs::default();
     let provider = telemetry::tracer_provider("json-logs-test", None).unwrap();
-    let subscriber = tracing_subscriber::registry()
-        // The RPCs' own lines are at debug, turned on as an operator would.
-        .with(EnvFilter::new("info,tandem_platform::layers=debug"))
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("json-logs-test")))
-        .with(JsonLog::new(captured.clone()));
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    // The services' own subscriber, with the RPCs' lines turned on as an operator would.
+    let subscriber = telemetry::subscriber(
+        EnvFilter::new("info,tandem_platform::layers=debug"),
+        &provider,
+        "json-logs-test",
+        LogFormat::Json,
+        false,
+        captured.clone(),
+    );
+    tracing::dispatcher::set_global_default(subscriber).unwrap();
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
