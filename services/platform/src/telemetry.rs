@@ -241,7 +241,7 @@ impl<'r, R: LookupSpan<'r>> serde::Serialize for SpanJson<'_, 'r, R> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let extensions = self.0.extensions();
         let fields = extensions.get::<SpanFields>().map_or(&[][..], |f| &f.0[..]);
-        let mut map = serializer.serialize_map(Some(fields.len() + 1))?;
+        let mut map = serializer.serialize_map(None)?;
         for (name, value) in fields.iter().filter(|(name, _)| *name != "name") {
             map.serialize_entry(name, value)?;
         }
