@@ -514,10 +514,10 @@ impl Around for Trace {
         let method = uri.path();
         let span = tracing::info_span!(
             "rpc",
-            otel.name = %method,
+            otel.name = method,
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.method = %method,
+            rpc.method = method,
             rpc.grpc.status_code = tracing::field::Empty,
         );
         if !span.is_disabled() {
@@ -540,9 +540,9 @@ impl Around for Trace {
                 tracing::Span::current().record("rpc.grpc.status_code", code);
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
                 if code == 13 || code == 2 {
-                    tracing::warn!(method = %method, grpc_status = code, latency_ms, "rpc failed");
+                    tracing::warn!(method, grpc_status = code, latency_ms, "rpc failed");
                 } else {
-                    tracing::debug!(method = %method, grpc_status = code, latency_ms, "rpc");
+                    tracing::debug!(method, grpc_status = code, latency_ms, "rpc");
                 }
                 response
             }
