@@ -74,7 +74,7 @@ async fn no_secret_reaches_the_logs() {
     let key =
         std::fs::read_to_string(dev.data.path().join("state").join("signing-key.pem")).expect("key file");
     let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
-    let log = dev.stop_and_read_log();
+    let log = dev.stop_and_read_log().await;
     assert!(log.lines().count() > 10, "the run logged: {log}");
     assert!(log.contains("shutting down"), "the log runs to the stop: {log}");
     assert!(log.contains("DEBUG") || log.contains("debug"), "debug logging was on");

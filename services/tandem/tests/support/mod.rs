@@ -83,14 +83,15 @@ impl Dev {
     }
 
     /// Everything the process logged, once it has stopped as Kubernetes stops it (SIGTERM):
-    /// its last lines leave when it stops, not when they were logged.
-    pub fn stop_and_read_log(&mut self) -> String {
+    /// its last lines leave when it stops, not when they were logged. Async, so that the
+    /// test's own connections answer the server's goodbye while it waits.
+    pub async fn stop_and_read_log(&mut self) -> String {
         let stopped = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         assert!(stopped.is_ok_and(|s| s.success()), "SIGTERM to tandem dev");
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.child.try_wait().expect("tandem dev's status").is_none() {
             assert!(Instant::now() < deadline, "tandem dev did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         std::fs::read_to_string(&self.log).expect("read the log")
     }
