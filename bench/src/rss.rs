@@ -2,7 +2,7 @@
 //! the peak under load is seen; and the CPU time and context switches processes have used.
 
 use std::{
-    cell::OnceCell,
+    cell::{OnceCell, RefCell},
     collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
@@ -62,28 +62,29 @@ impl Tally {
     /// The count so far; `None` when it cannot be read (a process that has gone).
     #[cfg(test)]
     fn read(self) -> Option<f64> {
-        self.read_with(&OnceCell::new())
+        self.read_with(&Reading::default())
     }
 
-    /// Each of `tallies` so far (0 for one that cannot be read), PostgreSQL's processes
-    /// looked for once for all of them: a reading between two slices is the generator's own
-    /// CPU time, and each look reads every process's command.
+    /// Each of `tallies` so far (0 for one that cannot be read), each file read once for all
+    /// of them: a reading between two slices is the generator's own CPU time.
     pub fn read_all(tallies: &[Tally]) -> Vec<f64> {
-        let postgres = OnceCell::new();
-        tallies.iter().map(|t| t.read_with(&postgres).unwrap_or_default()).collect()
+        let reading = Reading::default();
+        tallies.iter().map(|t| t.read_with(&reading).unwrap_or_default()).collect()
     }
 
-    /// The count so far, PostgreSQL's processes taken from `postgres` once it has been filled.
-    fn read_with(self, postgres: &OnceCell<Vec<u32>>) -> Option<f64> {
-        let postgres = || postgres.get_or_init(|| processes_named("postgres")).iter().copied();
+    /// The count so far, from what `reading` has already read.
+    fn read_with(self, reading: &Reading) -> Option<f64> {
+        let postgres = || reading.postgres.get_or_init(|| processes_named("postgres")).iter().copied();
         match self {
             Tally::Cpu(pid) => cpu_seconds(pid),
             Tally::PostgresCpu => Some(postgres().filter_map(cpu_seconds).sum()),
             // The `cpu` line: user nice system idle iowait irq softirq steal …, in ticks.
             Tally::Interrupts => machine_ticks(&[5, 6]),
             Tally::Idle => machine_ticks(&[3, 4]),
-            Tally::Switches(pid, kind) => switches(pid, kind),
-            Tally::PostgresSwitches(kind) => Some(postgres().filter_map(|pid| switches(pid, kind)).sum()),
+            Tally::Switches(pid, kind) => reading.switches(pid, kind),
+            Tally::PostgresSwitches(kind) => {
+                Some(postgres().filter_map(|pid| reading.switches(pid, kind)).sum())
+            }
             Tally::MachineSwitches => std::fs::read_to_string("/proc/stat")
                 .ok()?
                 .lines()
@@ -92,22 +93,47 @@ impl Tally {
     }
 }
 
-/// A process's context switches of `kind`, summed over its threads (/proc/PID/task/*/status).
-fn switches(pid: u32, kind: Switch) -> Option<f64> {
-    let field = match kind {
-        Switch::Waited => "voluntary_ctxt_switches:",
-        Switch::Preempted => "nonvoluntary_ctxt_switches:",
-    };
+/// What one reading of the tallies has read so far: PostgreSQL's processes, looked for once
+/// (each look reads every process's command), and each process's context switches of both
+/// kinds, from one pass over its threads' `status` files.
+#[derive(Default)]
+struct Reading {
+    postgres: OnceCell<Vec<u32>>,
+    switches: RefCell<HashMap<u32, Option<Switches>>>,
+}
+
+/// A process's context switches, summed over its threads.
+#[derive(Clone, Copy)]
+struct Switches {
+    waited: f64,
+    preempted: f64,
+}
+
+impl Reading {
+    fn switches(&self, pid: u32, kind: Switch) -> Option<f64> {
+        let counts = *self.switches.borrow_mut().entry(pid).or_insert_with(|| switches(pid));
+        counts.map(|c| match kind {
+            Switch::Waited => c.waited,
+            Switch::Preempted => c.preempted,
+        })
+    }
+}
+
+/// A process's context switches (/proc/PID/task/*/status); `None` when it has gone.
+fn switches(pid: u32) -> Option<Switches> {
     let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    Some(
-        threads
-            .flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
-            .filter_map(|status| {
-                status.lines().find_map(|l| l.strip_prefix(field)?.trim().parse::<f64>().ok())
-            })
-            .sum(),
-    )
+    let mut counts = Switches { waited: 0.0, preempted: 0.0 };
+    for status in threads.flatten().filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok()) {
+        for line in status.lines() {
+            let count = |field: &str| line.strip_prefix(field)?.trim().parse::<f64>().ok();
+            if let Some(n) = count("voluntary_ctxt_switches:") {
+                counts.waited += n;
+            } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+                counts.preempted += n;
+            }
+        }
+    }
+    Some(counts)
 }
 
 /// The ids of the processes whose command is `name`.
