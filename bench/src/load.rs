@@ -425,6 +425,22 @@ pub struct Overload {
     pub tallies: Vec<[f64; 2]>,
 }
 
+/// The mean of `samples` and its standard error (the samples' standard deviation over the
+/// square root of their number); `None` for fewer than two samples, which tell no spread.
+///
+/// Overload's pairs of slices read from about 0.65 to 1.15 within one run on this machine,
+/// whose speed swings from one second to the next: a run's ratio is then known to a few
+/// hundredths at best, and the standard error says how many.
+pub fn mean_and_standard_error(samples: &[f64]) -> Option<(f64, f64)> {
+    if samples.len() < 2 {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    let variance = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    Some((mean, (variance / n).sqrt()))
+}
+
 /// `rate` requests a second for `duration`, each sent at its scheduled time whether or not the
 /// earlier ones answered, and timed from that scheduled time. `call(n)` makes the n-th. The
 /// shards take the schedule's requests in turn: with two, one sends the even ones, the other
@@ -609,6 +625,20 @@ mod tests {
         // Side by side: the span is the run's, and every shard's requests are counted.
         assert_eq!(outcome.elapsed, Duration::from_millis(300));
         assert_eq!(outcome.ok.len(), calls.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn the_standard_error_is_the_spread_of_the_mean() {
+        // Mean 1.0; squared deviations 0.04, 0, 0.04, 0 sum to 0.08; over n − 1 = 3, a
+        // variance of 0.08 / 3; over n = 4 and rooted, the standard error.
+        let (mean, standard_error) = mean_and_standard_error(&[0.8, 1.0, 1.2, 1.0]).unwrap();
+        assert!((mean - 1.0).abs() < 1e-12, "{mean}");
+        assert!((standard_error - (0.08_f64 / 3.0 / 4.0).sqrt()).abs() < 1e-12, "{standard_error}");
+        // Pairs that all agree leave no doubt; one pair, or none, says nothing of the spread.
+        let (mean, standard_error) = mean_and_standard_error(&[0.9, 0.9, 0.9]).unwrap();
+        assert!((mean - 0.9).abs() < 1e-12 && standard_error < 1e-12, "{mean} ± {standard_error}");
+        assert_eq!(mean_and_standard_error(&[0.9]), None);
+        assert_eq!(mean_and_standard_error(&[]), None);
     }
 
     #[tokio::test(start_paused = true)]

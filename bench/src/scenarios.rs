@@ -847,6 +847,15 @@ async fn overload(
         "slice_ratios".into(),
         json!(pairs.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>()),
     );
+    // How precisely the run knows its ratio: the pairs' mean and its standard error. The
+    // ratio itself is over all the slices' requests, so it differs a little from the mean.
+    if let Some((mean, standard_error)) = load::mean_and_standard_error(&pairs) {
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        details.insert(
+            "slice_ratio_mean".into(),
+            json!({ "mean": round(mean), "standard_error": round(standard_error) }),
+        );
+    }
     // Second by second, the slices one after the other: a stretch where the machine slowed
     // shows in both, one that overload brought on only in the fixed rate's.
     details.insert("peak_per_second".into(), json!(peak.per_second.iter().map(|s| s[0]).collect::<Vec<_>>()));
