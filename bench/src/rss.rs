@@ -48,6 +48,10 @@ pub enum Tally {
     PostgresSwitches(Switch),
     /// Every context switch on the machine (/proc/stat's `ctxt`).
     MachineSwitches,
+    /// The bytes PostgreSQL's processes read from files (`rchar` of /proc/PID/io, which
+    /// counts `read` and `pread` but not a socket's `recv`): the pages a statement did not
+    /// find in PostgreSQL's shared buffers, read from the kernel's page cache or the disk.
+    PostgresFileReads,
 }
 
 /// Why a thread gave up its core: it waited (for a socket, a timer, a lock), or it was
@@ -85,6 +89,7 @@ impl Tally {
             Tally::PostgresSwitches(kind) => {
                 Some(postgres().filter_map(|pid| reading.switches(pid, kind)).sum())
             }
+            Tally::PostgresFileReads => Some(postgres().filter_map(file_reads).sum()),
             Tally::MachineSwitches => std::fs::read_to_string("/proc/stat")
                 .ok()?
                 .lines()
@@ -134,6 +139,13 @@ fn switches(pid: u32) -> Option<Switches> {
         }
     }
     Some(counts)
+}
+
+/// The bytes a process has read from files (/proc/PID/io's `rchar`); `None` when it has
+/// gone, or its counts are not this user's to read.
+fn file_reads(pid: u32) -> Option<f64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("rchar:")?.trim().parse().ok())
 }
 
 /// The ids of the processes whose command is `name`.
@@ -261,5 +273,20 @@ mod tests {
         child.wait().unwrap();
         assert_eq!(Tally::Switches(child.id(), Switch::Waited).read(), None);
         assert!(Tally::PostgresSwitches(Switch::Waited).read().is_some_and(|n| n >= 0.0));
+    }
+
+    #[test]
+    fn counts_the_bytes_a_process_reads_from_files() {
+        let me = std::process::id();
+        let before = super::file_reads(me).expect("this process's /proc/PID/io");
+        let file = std::env::temp_dir().join(format!("tandem-bench-reads-{me}"));
+        std::fs::write(&file, vec![7u8; 64 * 1024]).unwrap();
+        let read = std::fs::read(&file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(read.len(), 64 * 1024);
+        let grew = super::file_reads(me).unwrap() - before;
+        // The file's 64 KiB, and whatever else the test process read meanwhile (/proc itself).
+        assert!(grew >= 64.0 * 1024.0, "{grew} bytes");
+        assert!(super::Tally::PostgresFileReads.read().is_some_and(|n| n >= 0.0));
     }
 }

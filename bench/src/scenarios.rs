@@ -807,7 +807,7 @@ async fn overload(
         .iter()
         .map(|(_, of)| *of)
         .chain(switches_of.iter().flat_map(|(_, kinds)| *kinds))
-        .chain([Tally::MachineSwitches])
+        .chain([Tally::MachineSwitches, Tally::PostgresFileReads])
         .collect();
     // The peak is taken with as many callers as the service lets in at once: with fewer (the
     // pool's 16, as tier_status compares with pgbench) the service is not saturated, serves
@@ -828,8 +828,8 @@ async fn overload(
     )
     .await;
     let (cpu, rest) = tallies.split_at(cpu_of.len());
-    let (switches, machine_switches) = rest.split_at(2 * switches_of.len());
-    let machine_switches = machine_switches[0];
+    let (switches, machine) = rest.split_at(2 * switches_of.len());
+    let (machine_switches, postgres_file_reads) = (machine[0], machine[1]);
     let peak_rps = peak.rps();
     let rate = 2.0 * peak_rps;
     let after = rss::rss_mib(tiers_pid).unwrap_or_default();
@@ -898,6 +898,13 @@ async fn overload(
         .collect();
     switches.insert("machine".into(), per_served(machine_switches));
     details.insert("switches_per_served".into(), switches.into());
+    // What PostgreSQL read from files a served request, in KiB: a page its shared buffers did
+    // not hold (8 KiB each). More of them under overload than at the peak would be work the
+    // peak did not do.
+    details.insert(
+        "postgres_file_kib_per_served".into(),
+        per_served(postgres_file_reads.map(|bytes| bytes / 1024.0)),
+    );
     details.insert("refused".into(), json!(refused));
     details.insert("refused_p99_ms".into(), json!(refused_p99_ms));
     details.insert("other_errors".into(), json!(other));
