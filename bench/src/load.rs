@@ -428,7 +428,7 @@ pub struct Overload {
 /// The mean of `samples` and its standard error (the samples' standard deviation over the
 /// square root of their number); `None` for fewer than two samples, which tell no spread.
 ///
-/// Overload's pairs of slices read from about 0.65 to 1.15 within one run on this machine,
+/// Overload's pairs of slices read from about 0.65 to 1.25 within one run on this machine,
 /// whose speed swings from one second to the next: a run's ratio is then known to a few
 /// hundredths at best, and the standard error says how many.
 pub fn mean_and_standard_error(samples: &[f64]) -> Option<(f64, f64)> {

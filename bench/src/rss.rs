@@ -34,9 +34,9 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 /// What overload follows over each kind of slice, a count that only grows: CPU seconds of a
 /// process, of PostgreSQL (every process of that name, its backends one per connection) or
 /// of the machine in interrupts or idle (from /proc/stat: time no process is charged with);
-/// or the times threads gave up a core. A backend that exits between two readings takes its
-/// counts with it, so PostgreSQL's difference is only whole while the pools keep their
-/// connections, as the services' do through a run.
+/// the times threads gave up a core; or the bytes PostgreSQL read from files. A backend that
+/// exits between two readings takes its counts with it, so PostgreSQL's difference is only
+/// whole while the pools keep their connections, as the services' do through a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Tally {
     Cpu(u32),
