@@ -144,13 +144,14 @@ pub fn shed(max: usize) -> AroundLayer<Shed> {
 }
 
 fn shed_reporting_every(max: usize, report_every: Duration) -> AroundLayer<Shed> {
+    let max = max.max(1);
     let refusal: Status =
         ApiError::ResourceExhausted("server is at capacity; retry with backoff".into()).into();
     AroundLayer(Shed {
-        permits: Arc::new(Semaphore::new(max.max(1))),
+        permits: Arc::new(Semaphore::new(max)),
         refusal: Arc::new(reply::<()>(refusal).into_parts().0.headers),
         refusals: Arc::new(Refusals {
-            limit: max.max(1),
+            limit: max,
             report_every,
             since: Instant::now(),
             unreported: AtomicU64::new(0),
