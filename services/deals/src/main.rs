@@ -55,8 +55,12 @@ struct DealsArgs {
     registration_expiry_days: i64,
 }
 
+#[global_allocator]
+static ALLOCATOR: tandem_platform::allocator::MiMalloc = tandem_platform::allocator::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tandem_platform::allocator::without_huge_pages();
     let cli = Cli::parse_from(config::args_with_default_subcommand("serve", &["serve", "migrate"]));
     match cli.command {
         Command::Migrate(db) => {

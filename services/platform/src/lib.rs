@@ -4,6 +4,7 @@
 
 mod accept;
 pub mod admin;
+pub mod allocator;
 pub mod auth;
 pub mod bus;
 pub mod config;
