@@ -1,13 +1,8 @@
 //! The memory allocator of the data services (deals, tiers, commissions): mimalloc, in 4 KiB
 //! pages.
 //!
-//! Each binary names it as its global allocator and calls [`without_huge_pages`] first thing
-//! in `main`:
-//!
-//! ```ignore
-//! #[global_allocator]
-//! static ALLOCATOR: tandem_platform::allocator::MiMalloc = tandem_platform::allocator::MiMalloc;
-//! ```
+//! Each of those binaries names [`MiMalloc`] as its `#[global_allocator]` and calls
+//! [`without_huge_pages`] first thing in `main`.
 //!
 //! A request allocates and frees dozens of blocks (headers, buffers of several KiB, rows,
 //! futures), and glibc's malloc serves the blocks over 1 KiB from bins it sorts and merges on
@@ -15,7 +10,7 @@
 //! tiers about a tenth less CPU (docs/PERFORMANCE.md, Changes).
 //!
 //! mimalloc asks for transparent huge pages on its arenas, and where the kernel grants them
-//! (`madvise` mode, as on most distributions) every region it touches is backed by 2 MiB at
+//! on request (its `madvise` mode, or `always`) every region it touches is backed 2 MiB at
 //! once: tiers idled at 33 MiB instead of 16. The process turns huge pages off for itself
 //! before most of its memory is touched.
 //!
