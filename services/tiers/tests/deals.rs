@@ -170,6 +170,9 @@ async fn a_redelivered_deal_refreshes_the_tier_it_credited_before(db: TestDb) {
     let handler = h.tiers.deal_handler();
     let event = deal(&h, &h.team, "acme.example", 200_000, false);
     handler.handle(&event).await.unwrap();
+    // The handler's own refresh runs in the background: let it finish before the tier
+    // exists, or it may find the tier itself.
+    h.tiers.refreshes_settled().await;
     // A tier the team's 200 points reach, defined behind the handler's back (no sweep runs
     // in these tests): only a refresh finds it.
     let gold = create_tier(&h, "Gold", 1, 150).await;
@@ -186,6 +189,9 @@ async fn a_redelivered_deal_refreshes_the_tier_it_credited_before(db: TestDb) {
 async fn the_sweeper_catches_up_at_start_up(db: TestDb) {
     let h = Harness::start(db).await;
     h.tiers.deal_handler().handle(&deal(&h, &h.team, "acme.example", 200_000, false)).await.unwrap();
+    // The handler's background refresh finishes before the tier exists, as if it had run
+    // before a crash; only the sweep can then find the tier.
+    h.tiers.refreshes_settled().await;
     let gold = create_tier(&h, "Gold", 1, 150).await;
     assert!(tier_changes(&h).await.is_empty());
     // Tiers started again (a fresh instance: no tier edit has woken its sweeper).
