@@ -10,10 +10,14 @@ use std::{
 
 /// VmRSS of a process, in MiB.
 pub fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    Some(proc_field(&format!("/proc/{pid}/status"), "VmRSS:")? / 1024.0)
+}
+
+/// The number after `name` on its line of the /proc file at `path` (`VmRSS:   1234 kB`,
+/// `ctxt 56`, `rchar: 78`); `None` when the file or the line is not there.
+fn proc_field(path: &str, name: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
 }
 
 /// The ticks a second /proc counts CPU time in (USER_HZ): Linux fixes it at 100 for /proc
@@ -90,10 +94,7 @@ impl Tally {
                 Some(postgres().filter_map(|pid| reading.switches(pid, kind)).sum())
             }
             Tally::PostgresFileReads => Some(postgres().filter_map(file_reads).sum()),
-            Tally::MachineSwitches => std::fs::read_to_string("/proc/stat")
-                .ok()?
-                .lines()
-                .find_map(|l| l.strip_prefix("ctxt ")?.trim().parse().ok()),
+            Tally::MachineSwitches => proc_field("/proc/stat", "ctxt "),
         }
     }
 }
@@ -144,8 +145,7 @@ fn switches(pid: u32) -> Option<Switches> {
 /// The bytes a process has read from files (/proc/PID/io's `rchar`); `None` when it has
 /// gone, or its counts are not this user's to read.
 fn file_reads(pid: u32) -> Option<f64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    io.lines().find_map(|l| l.strip_prefix("rchar:")?.trim().parse().ok())
+    proc_field(&format!("/proc/{pid}/io"), "rchar:")
 }
 
 /// The ids of the processes whose command is `name`.

@@ -843,17 +843,13 @@ async fn overload(
     let sent = outcome.answered() as f64 / outcome.elapsed.as_secs_f64();
     details.insert("sent_rps".into(), json!(sent));
     details.insert("goodput_ratio".into(), json!(goodput_ratio));
-    details.insert(
-        "slice_ratios".into(),
-        json!(pairs.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>()),
-    );
+    details.insert("slice_ratios".into(), json!(pairs.iter().copied().map(thousandths).collect::<Vec<_>>()));
     // How precisely the run knows its ratio: the pairs' mean and its standard error. The
     // ratio itself is over all the slices' requests, so it differs a little from the mean.
     if let Some((mean, standard_error)) = load::mean_and_standard_error(&pairs) {
-        let round = |x: f64| (x * 1000.0).round() / 1000.0;
         details.insert(
             "slice_ratio_mean".into(),
-            json!({ "mean": round(mean), "standard_error": round(standard_error) }),
+            json!({ "mean": thousandths(mean), "standard_error": thousandths(standard_error) }),
         );
     }
     // Second by second, the slices one after the other: a stretch where the machine slowed
@@ -876,7 +872,7 @@ async fn overload(
     // generator and tiers spend on refusals shows as PostgreSQL's loss, and so as goodput's.
     let spans = [peak.elapsed.as_secs_f64(), outcome.elapsed.as_secs_f64()];
     let cores = |[at_peak, overloaded]: [f64; 2]| {
-        let share = |seconds: f64, span: f64| (seconds / span.max(f64::EPSILON) * 1000.0).round() / 1000.0;
+        let share = |seconds: f64, span: f64| thousandths(seconds / span.max(f64::EPSILON));
         json!({ "peak": share(at_peak, spans[0]), "overload": share(overloaded, spans[1]) })
     };
     details.insert(
@@ -885,7 +881,7 @@ async fn overload(
     );
     let served = [peak.ok.len(), outcome.ok.len()];
     let per_served = |[at_peak, overloaded]: [f64; 2]| {
-        let each = |n: f64, of: u64| (n / of.max(1) as f64 * 1000.0).round() / 1000.0;
+        let each = |n: f64, of: u64| thousandths(n / of.max(1) as f64);
         json!({ "peak": each(at_peak, served[0]), "overload": each(overloaded, served[1]) })
     };
     let mut switches: serde_json::Map<String, serde_json::Value> = switches_of
@@ -932,6 +928,11 @@ async fn overload(
         met: goodput_ratio >= 0.9 && sent >= 0.98 * rate && other == 0 && after - before < 16.0,
         details,
     })
+}
+
+/// `x` rounded to three decimals, as overload's `details` give ratios and shares.
+fn thousandths(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]
